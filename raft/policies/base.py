@@ -1,0 +1,43 @@
+"""What the RAFT loop needs from a generative model family (causal LMs, diffusion models)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from raft.samples import Sample
+
+
+class Policy(ABC):
+    """A model family behind the loop. Cheap to construct (validates its config); loads weights lazily.
+
+    `checkpoint` is a folder that `finetune` wrote earlier, or None for the initial model.
+    Each method loads what it needs and frees it before returning, so stages stay independent
+    and can later move to other engines or processes.
+    """
+
+    @abstractmethod
+    def sample(
+        self, checkpoint: Path | None, prompts: Sequence[tuple[int, str]], sampler: Any, out_dir: Path
+    ) -> list[Sample]:
+        """Draw `sampler.K` responses for each (prompt_idx, prompt). Image responses are saved under out_dir."""
+
+    @abstractmethod
+    def finetune(
+        self,
+        checkpoint: Path | None,
+        samples: Sequence[Sample],
+        out_dir: Path,
+        module: Callable[..., Any],
+        trainer: Callable[..., Any],
+    ) -> None:
+        """Fine-tune `checkpoint` on `samples` with a Lightning module and trainer; save into out_dir."""
+
+    def log_probs(self, checkpoint: Path | None, samples: Sequence[Sample]) -> list[float]:
+        """Sequence log-probability of each response given its prompt (KL-penalised ranking)."""
+        raise NotImplementedError(f"{type(self).__name__} has no log-probabilities; use a selector without beta")
+
+    def response_for_reward(self, sample: Sample, stage_dir: Path) -> Any:
+        """What the reward scores: the text itself here; image policies open the saved file."""
+        return sample.response

@@ -1,0 +1,31 @@
+"""One batched interface for every reward: text, reward models and image scorers."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Sequence
+
+
+class Reward(ABC):
+    """Scores (prompt, response) pairs. Responses are strings for text and PIL images for images.
+
+    Heavy rewards load their weights lazily on the first call and free them in `close()`, so the loop
+    never holds the reward model and the policy in memory during fine-tuning.
+    """
+
+    batch_size: int = 32
+
+    @abstractmethod
+    def score_batch(self, prompts: Sequence[str], responses: Sequence[Any]) -> list[float]:
+        """Return one finite float per pair."""
+
+    def __call__(self, prompts: Sequence[str], responses: Sequence[Any]) -> list[float]:
+        if len(prompts) != len(responses):
+            raise ValueError(f"reward got {len(prompts)} prompts but {len(responses)} responses")
+        scores: list[float] = []
+        for i in range(0, len(prompts), self.batch_size):
+            scores += self.score_batch(prompts[i : i + self.batch_size], responses[i : i + self.batch_size])
+        return [float(s) for s in scores]
+
+    def close(self) -> None:
+        """Free any weights held. Called by the loop when scoring is done."""
