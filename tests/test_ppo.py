@@ -1,0 +1,144 @@
+"""PPO baseline: hand-computed GAE, losses, KL controllers and reward shaping; one update on a tiny Llama."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from raft.ppo.advantages import gae, whiten
+from raft.ppo.kl_controller import AdaptiveKLController, FixedKLController
+from raft.ppo.losses import policy_loss, value_loss
+from raft.ppo.rewards import kl_shaped_rewards
+
+
+def t(*rows):
+    return torch.tensor(rows, dtype=torch.float32)
+
+
+# ---------------------------------------------------------------- GAE
+
+
+def test_gae_by_hand_with_padding():
+    # rewards r = [0, 0, 1 | pad], values v = [0.5, 0.4, 0.8 | 9 (pad, must be ignored)], gamma 1, lambda 0.95.
+    # t=2 (last valid, next is terminal): delta = 1 + 0 - 0.8 = 0.2;            A2 = 0.2
+    # t=1: delta = 0 + 0.8 - 0.4 = 0.4;    A1 = 0.4 + 0.95 * 0.2  = 0.59
+    # t=0: delta = 0 + 0.4 - 0.5 = -0.1;   A0 = -0.1 + 0.95 * 0.59 = 0.4605
+    # returns = A + v = [0.9605, 0.99, 1.0], and 0 on the padded token.
+    rewards, values, mask = t([0, 0, 1, 5]), t([0.5, 0.4, 0.8, 9]), t([1, 1, 1, 0])
+    adv, ret = gae(rewards, values, mask, gamma=1.0, lam=0.95)
+    assert adv.tolist()[0] == pytest.approx([0.4605, 0.59, 0.2, 0.0])
+    assert ret.tolist()[0] == pytest.approx([0.9605, 0.99, 1.0, 0.0])
+
+
+def test_gae_with_discount_and_lambda_one_gives_discounted_return():
+    # gamma 0.5, lambda 1: return_t = sum_k gamma^k r_{t+k}, independent of the values.
+    # rewards [1, 2, 4]: R2 = 4, R1 = 2 + 0.5 * 4 = 4, R0 = 1 + 0.5 * 4 = 3.
+    rewards, values, mask = t([1, 2, 4]), t([0.3, -1.0, 2.0]), t([1, 1, 1])
+    adv, ret = gae(rewards, values, mask, gamma=0.5, lam=1.0)
+    assert ret.tolist()[0] == pytest.approx([3.0, 4.0, 4.0])
+    assert adv.tolist()[0] == pytest.approx([2.7, 5.0, 2.0])
+
+
+def test_whiten_uses_valid_tokens_only():
+    # valid [1, 2, 3]: mean 2, unbiased variance 1 -> [-1, 0, 1]; the padded 100 is ignored and zeroed.
+    out = whiten(t([1, 2, 3, 100]), t([1, 1, 1, 0]))
+    assert out.tolist()[0] == pytest.approx([-1, 0, 1, 0], abs=1e-6)
+
+
+# ---------------------------------------------------------------- losses
+
+
+def test_policy_loss_by_hand_inside_and_outside_the_clip_range():
+    # eps 0.2, per token loss = max(-A r, -A clip(r, 0.8, 1.2)):
+    # r=1.1, A=+2 (inside):            max(-2.2, -2.2) = -2.2, not clipped
+    # r=1.5, A=+1 (above, A>0):        max(-1.5, -1.2) = -1.2, clipped
+    # r=1.5, A=-1 (above, A<0):        max( 1.5,  1.2) =  1.5, not clipped
+    # r=0.5, A=-1 (below, A<0):        max( 0.5,  0.8) =  0.8, clipped
+    # r=0.5, A=+1 (below, A>0):        max(-0.5, -0.8) = -0.5, not clipped
+    # mean = (-2.2 - 1.2 + 1.5 + 0.8 - 0.5) / 5 = -0.32; clip fraction 2/5.
+    ratios = torch.tensor([[1.1, 1.5, 1.5, 0.5, 0.5]])
+    old = torch.tensor([[-1.0, -2.0, -0.5, -3.0, -1.5]])
+    out = policy_loss(old + ratios.log(), old, t([2, 1, -1, -1, 1]), torch.ones(1, 5), clip_range=0.2)
+    assert out.loss.item() == pytest.approx(-0.32, abs=1e-6)
+    assert out.clip_fraction.item() == pytest.approx(0.4)
+    # k3 estimate (r - 1) - log r, averaged
+    expected_kl = sum((r - 1) - math.log(r) for r in [1.1, 1.5, 1.5, 0.5, 0.5]) / 5
+    assert out.approx_kl.item() == pytest.approx(expected_kl, rel=1e-5)
+    assert out.entropy is None
+
+
+def test_policy_loss_entropy_from_logits():
+    # uniform over 4 tokens: entropy log 4 everywhere
+    out = policy_loss(torch.zeros(1, 2), torch.zeros(1, 2), torch.ones(1, 2), torch.ones(1, 2), logits=torch.zeros(1, 2, 4))
+    assert out.entropy.item() == pytest.approx(math.log(4))
+    assert out.loss.item() == pytest.approx(-1.0)
+
+
+def test_value_loss_by_hand():
+    # old values 1.0 (0.0 for the last), clip 0.2, per token 0.5 * max((v - R)^2, (v_clip - R)^2):
+    # v=1.1, R=2: unclipped 0.81, v_clip 1.1 -> 0.81                 -> 0.81, not clipped
+    # v=1.5, R=2: unclipped 0.25, v_clip 1.2 -> 0.64                 -> 0.64, clipped
+    # v=0.5, R=2: unclipped 2.25, v_clip 0.8 -> 1.44                 -> 2.25, not clipped
+    # v=0.5, R=0, old 0: unclipped 0.25, v_clip 0.2 -> 0.04          -> 0.25, not clipped
+    # loss = 0.5 * (0.81 + 0.64 + 2.25 + 0.25) / 4 = 0.49375; error = (0.81+0.25+2.25+0.25)/4 = 0.89
+    out = value_loss(t([1.1, 1.5, 0.5, 0.5]), t([1, 1, 1, 0]), t([2, 2, 2, 0]), torch.ones(1, 4), clip_range_value=0.2)
+    assert out.loss.item() == pytest.approx(0.49375)
+    assert out.clip_fraction.item() == pytest.approx(0.25)
+    assert out.error.item() == pytest.approx(0.89)
+
+
+def test_losses_are_finite_with_empty_mask_and_infinite_log_probs():
+    logp = torch.tensor([[0.0, -math.inf]], requires_grad=True)
+    old = torch.tensor([[-math.inf, -math.inf]])
+    empty = torch.zeros(1, 2)
+    for mask in (empty, t([1, 0])):
+        out = policy_loss(logp, old, t([1, 1]), mask)
+        assert all(torch.isfinite(x) for x in (out.loss, out.clip_fraction, out.approx_kl))
+        out.loss.backward()
+        assert torch.isfinite(logp.grad).all()
+        logp.grad = None
+    assert value_loss(t([1, 2]), t([0, 0]), t([3, 4]), empty).loss.item() == 0.0
+    assert whiten(t([1, 2]), empty).tolist() == [[0.0, 0.0]]
+    adv, ret = gae(t([1, 2]), t([0, 0]), empty)
+    assert adv.abs().sum().item() == 0.0 and ret.abs().sum().item() == 0.0
+
+
+# ---------------------------------------------------------------- KL controllers and reward shaping
+
+
+def test_fixed_kl_controller_never_moves():
+    ctl = FixedKLController(0.05)
+    assert ctl.update(current_kl=100.0, n_steps=1000) == 0.05
+
+
+def test_adaptive_kl_controller_by_hand():
+    # error = clip(KL / target - 1, -0.2, 0.2); beta *= 1 + error * n_steps / horizon
+    ctl = AdaptiveKLController(init_coef=0.1, target=6.0, horizon=1000)
+    # KL 6.6: error 0.1 -> 0.1 * (1 + 0.1 * 100 / 1000) = 0.101
+    assert ctl.update(6.6, n_steps=100) == pytest.approx(0.101)
+    # KL 30: error 4 clipped to 0.2 -> 0.101 * (1 + 0.2 * 100 / 1000) = 0.10302
+    assert ctl.update(30.0, n_steps=100) == pytest.approx(0.10302)
+    # KL 0: error -1 clipped to -0.2 -> 0.10302 * (1 - 0.2 * 500 / 1000) = 0.092718
+    assert ctl.update(0.0, n_steps=500) == pytest.approx(0.092718)
+
+
+def test_kl_controllers_validate():
+    with pytest.raises(ValueError, match="kl_target"):
+        AdaptiveKLController(0.1, target=0.0, horizon=10)
+    with pytest.raises(ValueError, match="kl_coef"):
+        FixedKLController(-1.0)
+
+
+def test_kl_shaped_rewards_by_hand():
+    # logp [-1, -2, -3 | pad], ref [-1.5, -1, -3 | pad]: kl = [0.5, -1, 0 | 0]
+    # coef 0.1: -0.1 * kl = [-0.05, 0.1, 0]; score 2 minus baseline 0.5 lands on the last valid token.
+    # A second row with no valid token gets nothing.
+    logp = t([-1, -2, -3, -7], [-1, -1, -1, -1])
+    ref = t([-1.5, -1, -3, -9], [0, 0, 0, 0])
+    mask = t([1, 1, 1, 0], [0, 0, 0, 0])
+    rewards, kl = kl_shaped_rewards(torch.tensor([2.0, 5.0]), logp, ref, mask, kl_coef=0.1, baseline=0.5)
+    assert rewards.tolist()[0] == pytest.approx([-0.05, 0.1, 1.5, 0.0])
+    assert rewards.tolist()[1] == [0.0, 0.0, 0.0, 0.0]
+    assert kl.tolist()[0] == pytest.approx([0.5, -1.0, 0.0, 0.0])
