@@ -1,0 +1,143 @@
+"""Preference pairs in the HH-RLHF layout: parsing, loading, and a deterministic train/test split."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+ASSISTANT = "\n\nAssistant:"
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One prompt with a preferred and a dispreferred response. The prompt ends with '\\n\\nAssistant:'."""
+
+    prompt: str
+    chosen: str
+    rejected: str
+
+
+@dataclass
+class LoadReport:
+    """What loading dropped, so a user can see why there are fewer pairs than rows."""
+
+    rows: int = 0
+    identical_dropped: int = 0
+    prompts_disagreed: int = 0  # chosen/rejected last-Assistant prompts differed; shared prefix used
+
+
+def split_dialogue(dialogue: str, where: str = "data.path: dialogue") -> tuple[str, str]:
+    """Split a full dialogue into (prompt up to and including the last Assistant turn, response)."""
+    cut = dialogue.rfind(ASSISTANT)
+    if cut < 0:
+        raise ValueError(f"{where} has no '\\n\\nAssistant:' turn")
+    cut += len(ASSISTANT)
+    return dialogue[:cut], dialogue[cut:].lstrip()
+
+
+def _shared_prompt(chosen: str, rejected: str) -> str | None:
+    """Longest common prefix of both dialogues that ends with an Assistant turn, or None."""
+    n = 0
+    for a, b in zip(chosen, rejected):
+        if a != b:
+            break
+        n += 1
+    cut = chosen.rfind(ASSISTANT, 0, n)
+    return None if cut < 0 else chosen[: cut + len(ASSISTANT)]
+
+
+def parse_row(row: dict[str, Any], index: int, report: LoadReport | None = None, source: str = "data.path") -> Pair:
+    """Build a Pair from either layout: full dialogues (Anthropic) or a separate `prompt` column (Dahoas)."""
+    for field in ("chosen", "rejected"):
+        if not isinstance(row.get(field), str):
+            raise ValueError(f"{source}: row {index} has no '{field}' field")
+    if isinstance(row.get("prompt"), str):
+        return Pair(row["prompt"], row["chosen"].lstrip(), row["rejected"].lstrip())
+
+    prompt, chosen = split_dialogue(row["chosen"], f"{source}: row {index} 'chosen'")
+    if row["rejected"].startswith(prompt):
+        return Pair(prompt, chosen, row["rejected"][len(prompt) :].lstrip())
+    # A response that itself contains "\n\nAssistant:" moves the last turn; the true prompt is then
+    # the part both dialogues share, so the two responses answer the same context.
+    shared = _shared_prompt(row["chosen"], row["rejected"])
+    if shared is None:
+        _, rejected = split_dialogue(row["rejected"], f"{source}: row {index} 'rejected'")
+        return Pair(prompt, chosen, rejected)
+    if report is not None:
+        report.prompts_disagreed += 1
+    return Pair(shared, row["chosen"][len(shared) :].lstrip(), row["rejected"][len(shared) :].lstrip())
+
+
+def _read_jsonl(path: Path) -> Iterable[dict[str, Any]]:
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        for line_no, line in enumerate(f):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"data.path: line {line_no + 1} of {path} is not JSON ({e.msg})") from None
+
+
+def _read_hub(dataset_id: str, split: str) -> Iterable[dict[str, Any]]:
+    import datasets  # lazy: heavy import, and only hub ids need it
+
+    return datasets.load_dataset(dataset_id, split=split)
+
+
+def is_hub_id(path: str) -> bool:
+    """'owner/name' that is not a file here and has no file suffix, e.g. Anthropic/hh-rlhf."""
+    if Path(path).expanduser().exists() or path.endswith((".jsonl", ".gz", ".json")):
+        return False
+    return re.fullmatch(r"[\w.-]+/[\w.-]+", path) is not None
+
+
+def load_pairs(path: str, hub_split: str = "train", report: LoadReport | None = None) -> list[Pair]:
+    """Read all pairs from a local JSON-lines file or a hub dataset; drop pairs with identical responses."""
+    report = report if report is not None else LoadReport()
+    if not is_hub_id(path):
+        local = Path(path).expanduser()
+        if not local.is_file():
+            raise ValueError(f"data.path={path!r} does not exist")
+        rows = _read_jsonl(local)
+    else:
+        rows = _read_hub(path, hub_split)
+    pairs = []
+    for i, row in enumerate(rows):
+        report.rows += 1
+        pair = parse_row(row, i, report)
+        if pair.chosen.strip() == pair.rejected.strip():
+            report.identical_dropped += 1
+            continue
+        pairs.append(pair)
+    return pairs
+
+
+def split_indices(n: int, test_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Seeded shuffle of 0..n-1; the first round(n * test_fraction) indices are the test set (sorted)."""
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    n_test = round(n * test_fraction)
+    return sorted(order[n_test:]), sorted(order[:n_test])
+
+
+def split_pairs(
+    pairs: list[Pair],
+    test_fraction: float,
+    seed: int,
+    max_train: int | None = None,
+    max_test: int | None = None,
+    max_prompt_chars: int | None = None,
+) -> dict[str, list[Pair]]:
+    """Split by index first, then filter and cap, so a pair's side never depends on the filters."""
+    train_idx, test_idx = split_indices(len(pairs), test_fraction, seed)
+    out = {}
+    for name, idx, cap in (("train", train_idx, max_train), ("test", test_idx, max_test)):
+        chosen = [pairs[i] for i in idx if max_prompt_chars is None or len(pairs[i].prompt) <= max_prompt_chars]
+        out[name] = chosen[:cap] if cap is not None else chosen
+    return out
