@@ -13,9 +13,12 @@ class Policy(ABC):
     """A model family behind the loop. Cheap to construct (validates its config); loads weights lazily.
 
     `checkpoint` is a folder that `finetune` wrote earlier, or None for the initial model.
+    `modality` ("text" or "image") tells the loop whether text diversity metrics apply.
     Each method loads what it needs and frees it before returning, so stages stay independent
     and can later move to other engines or processes.
     """
+
+    modality: str = "text"
 
     @abstractmethod
     def sample(
@@ -37,6 +40,10 @@ class Policy(ABC):
     def log_probs(self, checkpoint: Path | None, samples: Sequence[Sample]) -> list[float]:
         """Sequence log-probability of each response given its prompt (KL-penalised ranking)."""
         raise NotImplementedError(f"{type(self).__name__} has no log-probabilities; use a selector without beta")
+
+    def perplexity(self, checkpoint: Path | None, prompts: Sequence[str], references: Sequence[str]) -> float:
+        """Perplexity of the policy on reference responses (fluency drift); NaN where it has no meaning."""
+        return float("nan")
 
     def response_for_reward(self, sample: Sample, stage_dir: Path) -> Any:
         """What the reward scores: the text itself here; image policies open the saved file."""
