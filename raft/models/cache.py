@@ -1,0 +1,8 @@
+"""Where raft keeps converted and generated model folders: outside the repository, reused across runs."""
+
+import os
+from pathlib import Path
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("RAFT_CACHE", Path.home() / ".cache" / "raft"))

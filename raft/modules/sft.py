@@ -1,0 +1,83 @@
+"""Supervised fine-tuning on (prompt, response) pairs: causal-LM loss on response tokens only."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+IGNORE = -100
+
+
+def tokenize_pairs(tokenizer, prompts: Sequence[str], responses: Sequence[str], max_length: int) -> list[dict]:
+    """Token ids of prompt + response + eos, with labels masked (-100) over the prompt.
+
+    Prompt and response are tokenised separately, as they were at generation time, so the trained
+    tokens are exactly the sampled ones. Over-long rows keep their end (the response) when truncated.
+    """
+    rows = []
+    for prompt, response in zip(prompts, responses):
+        p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        r = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        ids, labels = (p + r)[-max_length:], ([IGNORE] * len(p) + r)[-max_length:]
+        rows.append({"input_ids": ids, "labels": labels})
+    return rows
+
+
+def pad_batch(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
+    width = max(len(r["input_ids"]) for r in rows)
+    ids = torch.full((len(rows), width), pad_id)
+    labels = torch.full((len(rows), width), IGNORE)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):  # right padding for training
+        n = len(r["input_ids"])
+        ids[i, :n], labels[i, :n], mask[i, :n] = torch.tensor(r["input_ids"]), torch.tensor(r["labels"]), 1
+    return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+def response_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy over the unmasked (response) tokens."""
+    return torch.nn.functional.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1), ignore_index=IGNORE
+    )
+
+
+class SFTModule(pl.LightningModule):
+    def __init__(self, model, rows: list[dict], pad_id: int, lr: float = 2e-5, weight_decay: float = 0.0,
+                 batch_size: int = 8, warmup_ratio: float = 0.0, scheduler: str = "linear"):
+        super().__init__()
+        if lr <= 0:
+            raise ValueError(f"module.lr must be > 0, got {lr}")
+        if scheduler not in ("linear", "constant"):
+            raise ValueError(f"module.scheduler must be 'linear' or 'constant', got '{scheduler}'")
+        self.model, self.rows, self.pad_id = model, rows, pad_id
+        self.lr, self.weight_decay, self.batch_size = lr, weight_decay, batch_size
+        self.warmup_ratio, self.scheduler = warmup_ratio, scheduler
+
+    def train_dataloader(self):
+        return DataLoader(self.rows, batch_size=self.batch_size, shuffle=True,
+                          collate_fn=lambda rows: pad_batch(rows, self.pad_id))
+
+    def training_step(self, batch, batch_idx):
+        logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        loss = response_loss(logits, batch["labels"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["input_ids"]))
+        return loss
+
+    def configure_optimizers(self):
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+        total = max(1, self.trainer.estimated_stepping_batches)
+        warmup = int(self.warmup_ratio * total)
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / (warmup + 1)
+            if self.scheduler == "constant":
+                return 1.0
+            return max(0.0, (total - step) / max(1, total - warmup))
+
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
