@@ -1,0 +1,1 @@
+"""Evaluation metrics: diversity (GEM-metrics definitions) and reference perplexity."""
