@@ -142,3 +142,128 @@ def test_kl_shaped_rewards_by_hand():
     assert rewards.tolist()[0] == pytest.approx([-0.05, 0.1, 1.5, 0.0])
     assert rewards.tolist()[1] == [0.0, 0.0, 0.0, 0.0]
     assert kl.tolist()[0] == pytest.approx([0.5, -1.0, 0.0, 0.0])
+
+
+# ---------------------------------------------------------------- one PPO update on a tiny Llama
+
+
+def _tiny_llama():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                         pad_token_id=0, eos_token_id=1, bos_token_id=2)
+    return LlamaForCausalLM(config)
+
+
+def _fake_sampled_batch(batch=4, prompt=5, response=6):
+    """Token ids standing in for sampled text: left-padded prompts, responses cut at an EOS (id 1)."""
+    from raft.ppo.rollouts import response_mask
+
+    g = torch.Generator().manual_seed(1)
+    prompt_ids = torch.randint(3, 50, (batch, prompt), generator=g)
+    prompt_att = torch.ones(batch, prompt, dtype=torch.long)
+    prompt_ids[0, :2], prompt_att[0, :2] = 0, 0  # left padding in one row
+    response_ids = torch.randint(3, 50, (batch, response), generator=g)
+    response_ids[1, 3], response_ids[1, 4:] = 1, 0  # EOS then padding in another row
+    mask = response_mask(response_ids, eos_token_id=1)
+    assert mask[1].tolist() == [1, 1, 1, 1, 0, 0]  # the EOS itself is a response token
+    input_ids = torch.cat([prompt_ids, response_ids], dim=1)
+    attention_mask = torch.cat([prompt_att, mask], dim=1)
+    return input_ids, attention_mask, mask
+
+
+def _quiet_trainer():
+    import pytorch_lightning as pl
+
+    return pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False)
+
+
+def test_one_ppo_update_moves_lora_and_value_head_but_not_the_reference(tmp_path):
+    from raft.modules.ppo import PPOModule
+
+    module = PPOModule(_tiny_llama(), lr=1e-2, ppo_epochs=2, minibatch_size=2, kl_coef=0.1)
+    input_ids, attention_mask, mask = _fake_sampled_batch()
+    rollouts = module.score_rollouts(input_ids, attention_mask, mask, scores=torch.full((4,), 1.0))
+    # LoRA B starts at 0: before any update the policy is the reference, so the KL is exactly 0
+    assert torch.allclose(rollouts.logprobs, rollouts.ref_logprobs)
+
+    lora_before = {n: p.detach().clone() for n, p in module.named_parameters() if "lora_" in n}
+    head_before = module.value_head.linear.weight.detach().clone()
+    frozen_before = {n: p.detach().clone() for n, p in module.named_parameters() if not p.requires_grad}
+    assert lora_before and frozen_before
+
+    stats = module.set_rollouts(rollouts)
+    assert stats["kl"] == pytest.approx(0.0, abs=1e-6) and stats["reward_mean"] == 1.0
+    _quiet_trainer().fit(module)
+    update = module.update_stats()
+    assert update["skipped_updates"] == 0
+    assert all(math.isfinite(update[k]) for k in ("loss", "clip_fraction", "approx_kl", "entropy", "value_error"))
+
+    assert any(not torch.equal(p, lora_before[n]) for n, p in module.named_parameters() if "lora_" in n)
+    assert not torch.equal(module.value_head.linear.weight, head_before)
+    for n, p in module.named_parameters():
+        if not p.requires_grad:
+            assert torch.equal(p, frozen_before[n]), n
+
+    after = module.score_rollouts(input_ids, attention_mask, mask, scores=torch.full((4,), 1.0))
+    assert torch.allclose(after.ref_logprobs, rollouts.ref_logprobs)  # adapter off = the initial model
+    assert not torch.allclose(after.logprobs, rollouts.logprobs)  # the policy itself moved
+
+
+def test_ppo_state_round_trip_and_full_finetune_keeps_a_frozen_copy(tmp_path):
+    from raft.modules.ppo import PPOModule
+
+    module = PPOModule(_tiny_llama(), lr=1e-2, ppo_epochs=1, minibatch_size=4, lora=False)
+    assert module.reference is not None and not any(p.requires_grad for p in module.reference.parameters())
+    input_ids, attention_mask, mask = _fake_sampled_batch()
+    module.set_rollouts(module.score_rollouts(input_ids, attention_mask, mask, scores=torch.tensor([1.0, -1, 2, 0])))
+    _quiet_trainer().fit(module)
+    after = module.score_rollouts(input_ids, attention_mask, mask, scores=torch.zeros(4))
+    assert not torch.allclose(after.logprobs, after.ref_logprobs)
+    module.save_state(tmp_path / "state")
+
+    resumed = PPOModule(_tiny_llama(), lr=1e-2, ppo_epochs=1, minibatch_size=4, lora=False)
+    resumed.load_state(tmp_path / "state")
+    again = resumed.score_rollouts(input_ids, attention_mask, mask, scores=torch.zeros(4))
+    assert torch.allclose(again.logprobs, after.logprobs) and torch.allclose(again.values, after.values)
+    assert resumed.kl_controller.value == module.kl_controller.value
+
+
+def test_non_finite_loss_is_skipped_with_a_warning(caplog):
+    from raft.modules.ppo import PPOModule
+
+    module = PPOModule(_tiny_llama(), ppo_epochs=1, minibatch_size=4)
+    input_ids, attention_mask, mask = _fake_sampled_batch()
+    rollouts = module.score_rollouts(input_ids, attention_mask, mask, scores=torch.tensor([float("nan")] * 4))
+    before = {n: p.detach().clone() for n, p in module.named_parameters() if p.requires_grad}
+    with caplog.at_level("WARNING", logger="raft"):
+        module.set_rollouts(rollouts)
+        _quiet_trainer().fit(module)
+    assert module.update_stats()["skipped_updates"] == 1
+    assert "skipping a minibatch update" in caplog.text
+    assert all(torch.equal(p, before[n]) for n, p in module.named_parameters() if p.requires_grad)
+
+
+def test_kl_warnings(caplog):
+    from raft.modules.ppo import PPOModule
+
+    module = PPOModule(_tiny_llama(), kl_warn_negative=0.5, kl_warn_max=10.0)
+    with caplog.at_level("WARNING", logger="raft"):
+        module._warn_on_kl(-0.4)
+        assert caplog.text == ""
+        module._warn_on_kl(-0.6)
+        assert "negative" in caplog.text
+        module._warn_on_kl(11.0)
+        assert "exceeds kl_warn_max" in caplog.text
+
+
+def test_module_validates_its_config():
+    from raft.modules.ppo import PPOModule
+
+    with pytest.raises(ValueError, match="module.lam"):
+        PPOModule(_tiny_llama(), lam=1.5)
+    with pytest.raises(ValueError, match="module.minibatch_size"):
+        PPOModule(_tiny_llama(), minibatch_size=0)
