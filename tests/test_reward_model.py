@@ -1,0 +1,98 @@
+"""Reward model: Bradley-Terry loss, pairwise accuracy, a few training steps, save and load back."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from raft.data import Pair
+from raft.models import build_tiny_causal_lm
+from raft.modules.reward_model import (
+    RewardModelModule,
+    bradley_terry_loss,
+    load_backbone,
+    pairwise_accuracy,
+    save_reward_model,
+    score_pairs,
+)
+from raft.rewards.reward_model import TrainedRewardModel
+
+PAIRS = [
+    Pair("\n\nHuman: How was your day?\n\nAssistant:", "It was wonderful, thank you!", "Terrible. Go away."),
+    Pair("\n\nHuman: Can you help me cook rice?\n\nAssistant:", "Sure: simmer it gently with a lid.", "No."),
+    Pair("\n\nHuman: Write a note to a friend.\n\nAssistant:", "Thank you for your help with moving house.", "I hate that."),
+    Pair("\n\nHuman: Any advice?\n\nAssistant:", "Practice a little every day.", "It is sad and bad."),
+]
+
+
+def test_bradley_terry_loss_by_hand():
+    loss = bradley_terry_loss(torch.tensor([2.0]), torch.tensor([0.0]))
+    assert loss.item() == pytest.approx(math.log(1 + math.exp(-2)), abs=1e-6)  # 0.126928
+    assert loss.item() == pytest.approx(0.126928, abs=1e-6)
+    mean = bradley_terry_loss(torch.tensor([2.0, 0.0]), torch.tensor([0.0, 0.0]))
+    assert mean.item() == pytest.approx((0.126928 + math.log(2)) / 2, abs=1e-6)
+    assert math.isfinite(bradley_terry_loss(torch.tensor([-200.0]), torch.tensor([200.0])).item())
+
+
+def test_pairwise_accuracy_counts_ties_as_wrong():
+    assert pairwise_accuracy([1.0, 0.5, 2.0, 0.0], [0.0, 0.5, 3.0, -1.0]) == pytest.approx(0.5)
+
+
+@pytest.fixture(scope="module")
+def tiny_backbone(tmp_path_factory):
+    return build_tiny_causal_lm(tmp_path_factory.mktemp("tiny_llama"))
+
+
+def fit(module, steps: int):
+    trainer = pl.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    trainer.fit(module)
+
+
+def toy_loss(module) -> float:
+    module.eval()
+    with torch.no_grad():
+        batch = module.collate(PAIRS)
+        chosen, rejected = module.model(**batch).logits[:, 0].chunk(2)
+        return bradley_terry_loss(chosen, rejected).item()
+
+
+def test_training_lowers_loss_and_scores_survive_save_load(tiny_backbone, tmp_path):
+    torch.manual_seed(0)
+    model, tokenizer = load_backbone(str(tiny_backbone))
+    module = RewardModelModule(model, tokenizer, PAIRS, PAIRS[:2], lr=3e-3, batch_size=4, max_length=64)
+    before = toy_loss(module)
+    fit(module, steps=8)
+    after = toy_loss(module)
+    assert after < before - 0.05, (before, after)
+
+    chosen, rejected = score_pairs(module.model, tokenizer, PAIRS, batch_size=3, max_length=64)
+    assert pairwise_accuracy(chosen, rejected) == 1.0
+    save_reward_model(module.model, tokenizer, tmp_path / "rm", module.text_template, max_length=64)
+    reward = TrainedRewardModel(str(tmp_path / "rm"), batch_size=2, baseline=0.5)
+    loaded = reward([p.prompt for p in PAIRS], [p.chosen for p in PAIRS])
+    assert loaded == pytest.approx([c - 0.5 for c in chosen], abs=1e-4)
+    reward.close()
+
+
+def test_lora_training_merges_into_a_plain_model(tiny_backbone, tmp_path):
+    torch.manual_seed(0)
+    model, tokenizer = load_backbone(str(tiny_backbone))
+    module = RewardModelModule(model, tokenizer, PAIRS, lr=3e-3, batch_size=4, max_length=64,
+                               lora_r=4, lora_alpha=8, lora_dropout=0.0)
+    trainable = sum(p.numel() for p in module.model.parameters() if p.requires_grad)
+    assert trainable < sum(p.numel() for p in module.model.parameters()) / 2
+    fit(module, steps=3)
+    chosen, _ = score_pairs(module.model, tokenizer, PAIRS, batch_size=4, max_length=64)
+    save_reward_model(module.model, tokenizer, tmp_path / "rm", module.text_template, max_length=64)
+    assert not (tmp_path / "rm" / "adapter_config.json").exists()
+    loaded = TrainedRewardModel(str(tmp_path / "rm"))([p.prompt for p in PAIRS], [p.chosen for p in PAIRS])
+    assert loaded == pytest.approx(chosen, abs=1e-4)
+
+
+def test_trained_reward_model_needs_a_saved_folder(tmp_path):
+    with pytest.raises(ValueError, match="reward.path=.* is not a reward model"):
+        TrainedRewardModel(str(tmp_path))
