@@ -1,0 +1,41 @@
+"""The Hydra application: compose the config, build the task from it, run it."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.errors import InstantiationException
+from omegaconf import DictConfig
+
+import raft.resolvers  # noqa: F401  (registers resolvers before Hydra composes)
+
+CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+log = logging.getLogger("raft")
+
+
+def build_task(cfg: DictConfig):
+    """Instantiate `cfg.task`; constructors validate, so bad input fails here, before any model loads."""
+    try:
+        return hydra.utils.instantiate(cfg.task, _convert_="all")
+    except InstantiationException as error:
+        root = error
+        while root.__cause__ is not None:
+            root = root.__cause__
+        raise ConfigError(str(root).splitlines()[0] if str(root) else repr(root)) from error
+
+
+class ConfigError(ValueError):
+    """A bad configuration value, reported as one line."""
+
+
+@hydra.main(config_path=CONFIG_DIR, config_name="config", version_base="1.3")
+def hydra_main(cfg: DictConfig):
+    try:
+        task = build_task(cfg)
+    except ConfigError as error:
+        print(f"raft: error: {error}", file=sys.stderr)
+        sys.exit(2)
+    return task.run()

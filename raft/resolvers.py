@@ -1,0 +1,26 @@
+"""OmegaConf resolvers used by raft's configs. Imported before Hydra composes anything."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from omegaconf import OmegaConf
+
+
+def run_dirname(overrides: str) -> str:
+    """A folder name from a command's overrides: readable, filesystem-safe, bounded, deterministic."""
+    if not overrides:
+        return "default"
+    name = re.sub(r"[^A-Za-z0-9_.,=+-]+", "_", overrides).strip("_")
+    if len(name) > 120:  # long override lists keep a readable head and a hash of the whole
+        name = name[:100] + "-" + hashlib.sha1(overrides.encode()).hexdigest()[:10]
+    return name
+
+
+def register() -> None:
+    if not OmegaConf.has_resolver("raft_dirname"):
+        OmegaConf.register_new_resolver("raft_dirname", run_dirname)
+
+
+register()

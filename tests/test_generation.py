@@ -1,0 +1,42 @@
+import pytest
+import torch
+
+from raft.models import build_tiny_causal_lm, load_causal_lm
+from raft.policies.generation import sample_k
+from raft.sampling import Sampler
+
+
+@pytest.fixture(scope="module")
+def model_and_tokenizer(tmp_path_factory):
+    folder = build_tiny_causal_lm(tmp_path_factory.mktemp("tiny"), seed=3)
+    return load_causal_lm(str(folder))
+
+
+def test_shared_prefix_sampling_matches_plain_generation(model_and_tokenizer):
+    """Greedy decoding through the shared-prefix path equals `generate` on each prompt alone."""
+    model, tokenizer = model_and_tokenizer
+    prompts = ["How can I cook rice without a rice cooker?", "hi", "Please write a short note to a friend"]
+    sampler = Sampler(K=3, temperature=1.0, top_k=1, max_new_tokens=10, batch_size=6)  # top-1 = greedy
+    ours = sample_k(model, tokenizer, prompts, sampler)
+    for prompt, responses in zip(prompts, ours):
+        enc = tokenizer([prompt], return_tensors="pt", add_special_tokens=False)
+        plain = model.generate(**enc, do_sample=False, max_new_tokens=10, pad_token_id=tokenizer.pad_token_id)
+        expected = tokenizer.decode(plain[0, enc["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+        assert responses == [expected] * 3
+
+
+def test_k_samples_per_prompt_differ_when_sampling(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    torch.manual_seed(0)
+    out = sample_k(model, tokenizer, ["hi", "How are you"], Sampler(K=4, temperature=1.5, max_new_tokens=8))
+    assert [len(r) for r in out] == [4, 4]
+    assert len(set(out[0])) > 1
+
+
+@pytest.mark.parametrize("field, kwargs", [
+    ("sampler.K", dict(K=0)), ("sampler.temperature", dict(temperature=0.0)),
+    ("sampler.top_p", dict(top_p=0.0)), ("sampler.max_new_tokens", dict(max_new_tokens=0)),
+])
+def test_bad_sampler_values_name_the_field(field, kwargs):
+    with pytest.raises(ValueError, match=field):
+        Sampler(**kwargs)
