@@ -1,0 +1,82 @@
+"""Held-out evaluation in the paper's test setting: reward, reference perplexity and diversity.
+
+One response per prompt (temperature 0.7, top-k 40, 128 new tokens in `conf/evaluator/default.yaml`),
+scored by the reward; the policy's perplexity on reference responses; GEM diversity metrics on the
+responses. Results are cached in the output folder, so a resumed run does not evaluate twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+from raft.atomic import atomic_write_text
+from raft.metrics.diversity import diversity_report
+from raft.samples import Sample, read_samples, write_samples
+
+TEXT_KEYS = ("msttr_100", "distinct_1", "distinct_2", "unique_1", "unique_2", "length")
+
+
+class Evaluator:
+    def __init__(self, reward: Any, sampler: Any, n_prompts: int | None = None, best_of_k: int = 0, every: int = 1):
+        if n_prompts is not None and n_prompts < 1:
+            raise ValueError(f"evaluator.n_prompts must be >= 1 or null (all), got {n_prompts}")
+        if best_of_k < 0:
+            raise ValueError(f"evaluator.best_of_k must be >= 0 (0 = off), got {best_of_k}")
+        if every < 1:
+            raise ValueError(f"evaluator.every must be >= 1 (evaluate every N iterations), got {every}")
+        self.reward, self.sampler, self.n_prompts = reward, sampler, n_prompts
+        self.best_of_k, self.every = best_of_k, every
+
+    def due(self, iteration: int) -> bool:
+        """Whether the loop evaluates after iteration `iteration` (0-based)."""
+        return (iteration + 1) % self.every == 0
+
+    def evaluate(self, policy, checkpoint: Path | None, prompts: Sequence[str], references: Sequence[str] | None,
+                 out_dir: str | Path) -> dict:
+        out_dir = Path(out_dir)
+        cached = out_dir / "eval_metrics.json"
+        if cached.exists():
+            return json.loads(cached.read_text())
+        prompts = list(prompts)[: self.n_prompts]
+        references = list(references)[: len(prompts)] if references is not None else None
+
+        samples = self._scored(policy, checkpoint, prompts, 1, out_dir, "eval_samples.jsonl")
+        metrics: dict[str, float] = {"reward": _mean([s.reward for s in samples])}
+        metrics["ppl"] = float(policy.perplexity(checkpoint, prompts, references)) if references else math.nan
+        if getattr(policy, "modality", "text") == "text":
+            metrics.update(diversity_report([s.response for s in samples]))
+        else:  # image responses: text diversity does not apply
+            metrics.update({key: math.nan for key in TEXT_KEYS}, n=len(samples))
+        if self.best_of_k > 0:
+            many = self._scored(policy, checkpoint, prompts, self.best_of_k, out_dir, "eval_best_of_k_samples.jsonl")
+            best: dict[int, float] = {}
+            for s in many:
+                best[s.prompt_idx] = max(best.get(s.prompt_idx, -math.inf), s.reward)
+            metrics["best_of_k_reward"] = _mean(list(best.values()))
+        atomic_write_text(cached, json.dumps(metrics, indent=2))
+        return metrics
+
+    def _scored(self, policy, checkpoint, prompts, k: int, out_dir: Path, name: str) -> list[Sample]:
+        """Sample k responses per prompt and score them; reuse the file when an earlier attempt wrote it."""
+        path = out_dir / name
+        if path.exists():
+            return read_samples(path)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        sampler = dataclasses.replace(self.sampler, K=k)
+        samples = policy.sample(checkpoint, list(enumerate(prompts)), sampler, out_dir)
+        responses = [policy.response_for_reward(s, out_dir) for s in samples]
+        for s, r in zip(samples, self.reward([s.prompt for s in samples], responses)):
+            s.reward = r
+        close = getattr(self.reward, "close", None)
+        if close is not None:
+            close()  # free the reward model before the policy loads again
+        write_samples(path, samples)
+        return samples
+
+
+def _mean(values: list[float]) -> float:
+    return float(sum(values) / len(values)) if values else math.nan
