@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
@@ -19,6 +21,8 @@ from raft.modules.reward_model import (
     score_pairs,
 )
 from raft.rewards.reward_model import TrainedRewardModel
+
+HH = Path(os.environ.get("RAFT_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "data/hh-rlhf/harmless-base.jsonl.gz"
 
 PAIRS = [
     Pair("\n\nHuman: How was your day?\n\nAssistant:", "It was wonderful, thank you!", "Terrible. Go away."),
@@ -96,3 +100,53 @@ def test_lora_training_merges_into_a_plain_model(tiny_backbone, tmp_path):
 def test_trained_reward_model_needs_a_saved_folder(tmp_path):
     with pytest.raises(ValueError, match="reward.path=.* is not a reward model"):
         TrainedRewardModel(str(tmp_path))
+
+
+def test_reward_model_task_trains_reports_saves_and_resumes(tiny_backbone, tmp_path, capsys):
+    from functools import partial
+
+    from raft.data import PreferencePairs
+    from raft.tasks.reward_model import RewardModelTask
+    data = PreferencePairs(str(HH), max_train=8, max_test=6, max_prompt_chars=300)
+    module = partial(RewardModelModule, lr=1e-3, batch_size=4, max_length=96)
+    trainer = partial(pl.Trainer, accelerator="cpu", max_steps=2, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False)
+    out = tmp_path / "rm"
+    task = RewardModelTask(data, str(tiny_backbone), module, trainer, str(out))
+    metrics = task.run()
+    assert metrics["test_pairs"] == 6 and 0.0 <= metrics["test_accuracy"] <= 1.0
+    assert f"held-out pairwise accuracy {metrics['test_accuracy']:.3f} on 6 pairs" in capsys.readouterr().out
+    assert (out / "config.json").is_file() and (out / "tokenizer_config.json").is_file()
+    assert not list(tmp_path.glob(".*partial"))
+
+    again = RewardModelTask(data, str(tiny_backbone), module, trainer, str(out)).run()
+    assert again == metrics and "skipping training" in capsys.readouterr().out
+
+    # The saved model reproduces the reported accuracy through the reward interface.
+    test = data.pairs("test")
+    reward = TrainedRewardModel(str(out))
+    chosen = reward([p.prompt for p in test], [p.chosen for p in test])
+    rejected = reward([p.prompt for p in test], [p.rejected for p in test])
+    assert pairwise_accuracy(chosen, rejected) == pytest.approx(metrics["test_accuracy"])
+
+
+def test_reward_model_task_rejects_a_bad_backbone(tmp_path):
+    from raft.tasks.reward_model import RewardModelTask
+
+    with pytest.raises(ValueError, match="task.backbone"):
+        RewardModelTask(None, "not a model", None, None, str(tmp_path / "rm"))
+
+
+def test_task_config_composes_with_its_data_and_module():
+    """`raft task=reward_model` switches data and module (needs `task` after them in config.yaml's defaults)."""
+    from hydra import compose, initialize_config_dir
+
+    import raft.resolvers  # noqa: F401
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["task=reward_model"])
+    assert cfg.task._target_ == "raft.tasks.reward_model.RewardModelTask"
+    assert cfg.task.data._target_ == "raft.data.sources.PreferencePairs"
+    assert cfg.task.module._target_ == "raft.modules.reward_model.RewardModelModule"
+    assert cfg.task.module.lr == 5e-6 and cfg.task.module.batch_size == 16 and cfg.task.epochs == 1

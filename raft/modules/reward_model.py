@@ -168,7 +168,7 @@ class RewardModelModule(pl.LightningModule):
         return encode(self.tokenizer, format_texts(prompts, responses, self.text_template), self.max_length)
 
     def on_fit_start(self):
-        self.model.train()  # from_pretrained returns eval mode; Lightning keeps each submodule's mode
+        self.train()  # from_pretrained returns eval mode, and Lightning keeps each submodule's mode
 
     def train_dataloader(self):
         return DataLoader(self.train_pairs, batch_size=self.batch_size, shuffle=True, collate_fn=self.collate)

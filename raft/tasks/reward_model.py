@@ -1,0 +1,62 @@
+"""`task=reward_model`: train a Bradley-Terry reward model on preference pairs, report held-out accuracy, save it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+import pytorch_lightning as pl
+
+from raft.atomic import atomic_dir
+from raft.modules.reward_model import (
+    MINILM_ALIAS,
+    META_FILE,
+    load_backbone,
+    pairwise_accuracy,
+    save_reward_model,
+    score_pairs,
+)
+
+METRICS_FILE = "metrics.json"
+
+
+class RewardModelTask:
+    def __init__(self, data, backbone: str, module: Callable, trainer: Callable, output_dir: str,
+                 dtype: str = "float32", epochs: int = 1, eval_batch_size: int = 32, seed: int = 0):
+        if backbone != MINILM_ALIAS:
+            from raft.models import check_model_name
+
+            check_model_name(backbone, field="task.backbone")
+        if epochs < 1:
+            raise ValueError(f"task.epochs must be >= 1, got {epochs}")
+        self.data, self.backbone, self.module, self.trainer = data, backbone, module, trainer
+        self.output_dir, self.dtype, self.epochs = Path(output_dir), dtype, epochs
+        self.eval_batch_size, self.seed = eval_batch_size, seed
+
+    def run(self) -> dict:
+        if (self.output_dir / META_FILE).is_file():  # resume: the folder only appears once complete
+            metrics = json.loads((self.output_dir / METRICS_FILE).read_text())
+            print(f"reward model: {self.output_dir} exists, skipping training")
+        else:
+            metrics = self.train()
+        print(f"reward model: held-out pairwise accuracy {metrics['test_accuracy']:.3f} "
+              f"on {metrics['test_pairs']} pairs")
+        print(f"reward model: saved in {self.output_dir}; use it with reward=reward_model reward.path={self.output_dir}")
+        return metrics
+
+    def train(self) -> dict:
+        pl.seed_everything(self.seed, workers=True, verbose=False)
+        model, tokenizer = load_backbone(self.backbone, self.dtype)
+        module = self.module(model=model, tokenizer=tokenizer,
+                             train_pairs=self.data.pairs("train"), val_pairs=self.data.pairs("test"))
+        self.trainer(max_epochs=self.epochs).fit(module)
+        test = self.data.pairs("test")
+        chosen, rejected = score_pairs(module.model, tokenizer, test, self.eval_batch_size,
+                                       module.max_length, module.text_template)
+        metrics = {"test_accuracy": pairwise_accuracy(chosen, rejected), "test_pairs": len(test),
+                   "train_pairs": len(module.train_pairs), "backbone": self.backbone}
+        with atomic_dir(self.output_dir) as tmp:
+            save_reward_model(module.model, tokenizer, tmp, module.text_template, module.max_length)
+            (tmp / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
+        return metrics
