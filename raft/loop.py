@@ -1,0 +1,186 @@
+"""The RAFT loop (paper section 3.2): sample K per prompt, score, select the best, fine-tune, repeat.
+
+Every stage writes its result into `<run>/iter_NNN/` atomically, and a stage whose file exists is
+not run again, so the same command restarted after a kill resumes at the first unfinished stage.
+Stages only meet through those files and through `Policy` / `Reward`, so each can move to another
+engine (vLLM sampling, a distributed trainer) without touching this file.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from raft.atomic import atomic_dir, atomic_write_text
+from raft.filters import apply_filters
+from raft.policies.base import Policy
+from raft.rewards.base import Reward
+from raft.samples import Sample, read_samples, write_samples
+
+log = logging.getLogger("raft")
+
+
+class RaftLoop:
+    def __init__(self, policy: Policy, reward: Reward, sampler: Any, selector: Callable, module: Callable,
+                 trainer: Callable, run_dir: str | Path, iterations: int = 3, batch_size: int = 64,
+                 filters: Sequence[Callable] = (), evaluator: Any = None, monitor: Any = None,
+                 tracker: Any = None, teacher: Policy | None = None, track_kl: bool = True,
+                 keep_checkpoints: int = 1, seed: int = 0):
+        if iterations < 1:
+            raise ValueError(f"iterations must be >= 1, got {iterations}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size (the paper's b) must be >= 1, got {batch_size}")
+        self.policy, self.reward, self.sampler, self.selector = policy, reward, sampler, selector
+        self.module, self.trainer, self.run_dir = module, trainer, Path(run_dir)
+        self.iterations, self.batch_size, self.filters = iterations, batch_size, list(filters)
+        self.evaluator, self.monitor, self.tracker, self.teacher = evaluator, monitor, tracker, teacher
+        self.track_kl, self.keep_checkpoints, self.seed = track_kl, keep_checkpoints, seed
+
+    # -- the loop ------------------------------------------------------------------------------
+    def run(self, prompts: Sequence[str], eval_prompts: Sequence[str] | None = None,
+            eval_references: Sequence[str] | None = None) -> list[dict]:
+        history = []
+        for t in range(self.iterations):
+            history.append(self.iteration(t, prompts, eval_prompts, eval_references))
+        return history
+
+    def iteration(self, t: int, prompts, eval_prompts=None, eval_references=None) -> dict:
+        stage = self.run_dir / f"iter_{t:03d}"
+        done = stage / "metrics.json"
+        if done.exists():
+            return json.loads(done.read_text())
+        started = time.time()
+        checkpoint = self.checkpoint(t - 1)
+        batch = self.prompt_batch(t, prompts)
+        # 1. sample K responses per prompt (from a teacher when one is given: distillation)
+        source, source_ckpt = (self.teacher, None) if self.teacher else (self.policy, checkpoint)
+        torch.manual_seed(self.seed * 1_000 + t)
+        samples = self.stage(stage / "samples.jsonl",
+                             lambda: source.sample(source_ckpt, batch, self.sampler, stage))
+        # 2. score them (and add log-probabilities for KL-penalised ranking and the KL estimate)
+        scored = self.stage(stage / "scored.jsonl", lambda: self.score(samples, stage, checkpoint))
+        # 3. select the best (local / global / KL-penalised), then drop reward-hacking samples
+        selected = self.stage(stage / "selected.jsonl", lambda: self.select(scored, stage))
+        # 4. fine-tune the current policy on the selected set
+        if not self.checkpoint_dir(t).exists():
+            with atomic_dir(self.checkpoint_dir(t)) as tmp:
+                self.policy.finetune(checkpoint, selected, tmp, self.module, self.trainer)
+            release_memory()
+        metrics = self.metrics(t, scored, selected, stage, eval_prompts, eval_references)
+        metrics["wall_time_s"] = round(time.time() - started, 1)
+        atomic_write_text(done, json.dumps(metrics, indent=2))
+        log.info("iteration %d/%d: policy reward %.3f | best-of-K %.3f | selected distinct-2 %.3f, length %.1f | %.0f s",
+                 t + 1, self.iterations, metrics["policy_reward"], metrics["best_of_k_reward"],
+                 metrics.get("selected_distinct_2", float("nan")), metrics.get("selected_length", float("nan")),
+                 metrics["wall_time_s"])
+        if self.tracker is not None:
+            self.tracker.log_iteration(metrics, selected)
+        self.prune_checkpoints(t)
+        return metrics
+
+    # -- stages --------------------------------------------------------------------------------
+    def stage(self, path: Path, produce: Callable[[], list[Sample]]) -> list[Sample]:
+        if path.exists():
+            return read_samples(path)
+        samples = produce()
+        write_samples(path, samples)
+        release_memory()
+        return samples
+
+    def score(self, samples: list[Sample], stage: Path, checkpoint: Path | None) -> list[Sample]:
+        responses = [self.policy.response_for_reward(s, stage) for s in samples]
+        rewards = self.reward([s.prompt for s in samples], responses)
+        self.reward.close()  # never hold the reward model while the policy trains
+        for s, r in zip(samples, rewards):
+            s.reward = r
+        needs_all = getattr(self.selector, "needs_log_probs", False)
+        if needs_all or self.track_kl:
+            # KL estimate only needs one sample per prompt; KL-penalised ranking needs them all
+            chosen = samples if needs_all else [s for s in samples if s.sample_idx == 0]
+            current = self.policy.log_probs(checkpoint, chosen)
+            initial = current if checkpoint is None else self.policy.log_probs(None, chosen)
+            for s, lp, ref in zip(chosen, current, initial):
+                s.logp, s.ref_logp = lp, ref
+        return samples
+
+    def select(self, scored: list[Sample], stage: Path) -> list[Sample]:
+        selected = self.selector(scored)
+        kept, removed = apply_filters(self.filters, selected)
+        if any(removed.values()):
+            log.warning("post-filters removed %s of %d selected samples", removed, len(selected))
+        atomic_write_text(stage / "filtered.json", json.dumps(removed))
+        return kept
+
+    # -- bookkeeping ---------------------------------------------------------------------------
+    def metrics(self, t, scored, selected, stage, eval_prompts, eval_references) -> dict:
+        by_prompt: dict[int, list[float]] = {}
+        for s in scored:
+            by_prompt.setdefault(s.prompt_idx, []).append(s.reward)
+        metrics = {
+            "iteration": t,
+            "policy_reward": mean([r for rs in by_prompt.values() for r in rs]),
+            "best_of_k_reward": mean([max(rs) for rs in by_prompt.values()]),
+            "selected_reward": mean([s.reward for s in selected]),
+            "selected_n": len(selected),
+        }
+        with_kl = [s.logp - s.ref_logp for s in scored if s.logp is not None and s.ref_logp is not None]
+        if with_kl:
+            metrics["kl"] = mean(with_kl)
+        filtered = stage / "filtered.json"
+        if filtered.exists():
+            metrics.update({f"filtered_{k}": v for k, v in json.loads(filtered.read_text()).items()})
+        if self.monitor is not None and self.policy.modality == "text":
+            # diversity of the selected set against iteration 0: where reward hacking shows first
+            texts = [s.response for s in selected]
+            metrics.update(self.monitor.update(t, texts, baseline_dir=self.run_dir / "iter_000"))
+        if self.evaluator is not None and eval_prompts and self.evaluator.due(t):
+            result = self.evaluator.evaluate(self.policy, self.checkpoint_dir(t), eval_prompts,
+                                             eval_references, stage / "eval")
+            metrics.update({f"eval_{k}": v for k, v in result.items()})
+        return metrics
+
+    def prompt_batch(self, t: int, prompts: Sequence[str]) -> list[tuple[int, str]]:
+        """The paper's D_t: b prompts per iteration, walking a seeded permutation (keyed by index)."""
+        order = list(range(len(prompts)))
+        random.Random(self.seed).shuffle(order)
+        start = t * self.batch_size
+        picked = [order[(start + i) % len(order)] for i in range(min(self.batch_size, len(order)))]
+        return [(i, prompts[i]) for i in picked]
+
+    def checkpoint_dir(self, t: int) -> Path:
+        return self.run_dir / f"iter_{t:03d}" / "checkpoint"
+
+    def checkpoint(self, t: int) -> Path | None:
+        """The policy after iteration t (None before the first one)."""
+        return self.checkpoint_dir(t) if t >= 0 else None
+
+    def last_checkpoint(self) -> Path | None:
+        return self.checkpoint(self.iterations - 1)
+
+    def prune_checkpoints(self, t: int) -> None:
+        """Keep the newest `keep_checkpoints` (full models are large); the newest is all resume needs."""
+        if self.keep_checkpoints <= 0:
+            return
+        for old in range(t - self.keep_checkpoints, -1, -1):
+            path = self.checkpoint_dir(old)
+            if not path.exists():
+                break
+            shutil.rmtree(path)
+
+
+def mean(values: Sequence[float]) -> float:
+    return float(sum(values) / len(values)) if values else float("nan")
+
+
+def release_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -1,0 +1,106 @@
+"""The whole RAFT loop on a tiny random-weight model: stage files, resume, KL ranking, teacher."""
+
+import functools
+import json
+
+import pytest
+import pytorch_lightning as pl
+
+from raft.loop import RaftLoop
+from raft.modules.sft import SFTModule
+from raft.monitor import HackingMonitor
+from raft.policies.causal_lm import CausalLMPolicy
+from raft.rewards.base import Reward
+from raft.samples import read_samples
+from raft.sampling import Sampler
+from raft.selection import GlobalRanking, LocalRanking
+
+PROMPTS = [f"Tell me about topic number {i}" for i in range(6)]
+
+
+class LetterReward(Reward):
+    """Counts the letter 'e': cheap, deterministic, and easy for selection to push up."""
+
+    def score_batch(self, prompts, responses):
+        return [r.count("e") for r in responses]
+
+
+def make_loop(run_dir, **overrides):
+    args = dict(
+        policy=CausalLMPolicy("tiny-llama", sample_dtype="float32", max_length=96),
+        reward=LetterReward(), sampler=Sampler(K=3, temperature=1.0, max_new_tokens=6, batch_size=12),
+        selector=LocalRanking(), module=functools.partial(SFTModule, lr=1e-3, batch_size=4),
+        trainer=functools.partial(pl.Trainer, max_epochs=1, accelerator="cpu", logger=False,
+                                  enable_checkpointing=False, enable_progress_bar=False,
+                                  enable_model_summary=False),
+        run_dir=run_dir, iterations=2, batch_size=4, monitor=HackingMonitor(), seed=0,
+    )
+    args.update(overrides)
+    return RaftLoop(**args)
+
+
+def test_every_stage_writes_its_file_and_metrics(tmp_path):
+    history = make_loop(tmp_path).run(PROMPTS)
+    assert [h["iteration"] for h in history] == [0, 1]
+    for t in range(2):
+        stage = tmp_path / f"iter_{t:03d}"
+        samples = read_samples(stage / "samples.jsonl")
+        assert len(samples) == 4 * 3  # b prompts x K
+        scored = read_samples(stage / "scored.jsonl")
+        assert all(s.reward == s.response.count("e") for s in scored)
+        selected = read_samples(stage / "selected.jsonl")
+        assert len(selected) == 4  # one per prompt: acceptance ratio 1/K
+        metrics = json.loads((stage / "metrics.json").read_text())
+        assert metrics["best_of_k_reward"] >= metrics["policy_reward"]
+        assert {"selected_distinct_2", "selected_length", "kl"} <= metrics.keys()
+    assert not (tmp_path / "iter_000" / "checkpoint").exists()  # pruned: only the newest is kept
+    assert (tmp_path / "iter_001" / "checkpoint" / "config.json").exists()
+    assert history[0]["kl"] == pytest.approx(0.0)  # iteration 0 samples the initial model itself
+
+
+def test_killed_run_resumes_at_the_first_unfinished_stage(tmp_path):
+    # Kill the run inside iteration 1's fine-tuning (after its samples, scores and selection exist).
+    loop = make_loop(tmp_path)
+    real_finetune = loop.policy.finetune
+
+    def finetune_then_die(checkpoint, *args, **kwargs):
+        if checkpoint is not None:
+            raise KeyboardInterrupt("simulated kill")
+        return real_finetune(checkpoint, *args, **kwargs)
+
+    loop.policy.finetune = finetune_then_die
+    with pytest.raises(KeyboardInterrupt):
+        loop.run(PROMPTS)
+    stage = tmp_path / "iter_001"
+    assert not (stage / "checkpoint").exists() and not (stage / "metrics.json").exists()
+    assert not list(stage.glob(".*partial"))  # the half-written checkpoint was removed
+    written = {p.name: p.stat().st_mtime_ns for p in stage.glob("*.jsonl")}
+    assert set(written) == {"samples.jsonl", "scored.jsonl", "selected.jsonl"}
+    first_iteration = (tmp_path / "iter_000" / "metrics.json").stat().st_mtime_ns
+
+    # The same run started again: no sampling, nothing finished is redone, the run completes.
+    calls = []
+    again = make_loop(tmp_path)
+    real_sample = again.policy.sample
+    again.policy.sample = lambda *a, **k: calls.append("sample") or real_sample(*a, **k)
+    history = again.run(PROMPTS)
+    assert calls == []
+    assert {p.name: p.stat().st_mtime_ns for p in stage.glob("*.jsonl")} == written
+    assert (tmp_path / "iter_000" / "metrics.json").stat().st_mtime_ns == first_iteration
+    assert (stage / "checkpoint" / "config.json").exists() and [h["iteration"] for h in history] == [0, 1]
+
+
+def test_kl_penalised_ranking_gets_log_probs_on_every_sample(tmp_path):
+    make_loop(tmp_path, selector=LocalRanking(beta=0.1), iterations=1).run(PROMPTS)
+    scored = read_samples(tmp_path / "iter_000" / "scored.jsonl")
+    assert all(s.logp is not None and s.ref_logp is not None and s.logp < 0 for s in scored)
+
+
+def test_global_ranking_and_a_teacher_policy(tmp_path):
+    teacher = CausalLMPolicy("tiny-llama", sample_dtype="float32", max_length=96)
+    loop = make_loop(tmp_path, selector=GlobalRanking(), teacher=teacher, iterations=1, track_kl=False)
+    loop.run(PROMPTS)
+    selected = read_samples(tmp_path / "iter_000" / "selected.jsonl")
+    scored = read_samples(tmp_path / "iter_000" / "scored.jsonl")
+    assert len(selected) == 4  # 1/K of 12
+    assert min(s.reward for s in selected) >= sorted((s.reward for s in scored), reverse=True)[3]
