@@ -267,3 +267,63 @@ def test_module_validates_its_config():
         PPOModule(_tiny_llama(), lam=1.5)
     with pytest.raises(ValueError, match="module.minibatch_size"):
         PPOModule(_tiny_llama(), minibatch_size=0)
+
+
+# ---------------------------------------------------------------- the PPO task on tiny-llama, with resume
+
+
+def _ppo_task(run_dir, iterations):
+    import functools
+
+    import pytorch_lightning as pl
+
+    from raft.data.sources import EverydayPrompts
+    from raft.evaluation import Evaluator
+    from raft.modules.ppo import PPOModule
+    from raft.policies.causal_lm import CausalLMPolicy
+    from raft.rewards.vader import VaderSentiment
+    from raft.sampling import Sampler
+    from raft.tasks.ppo import PPOTask
+
+    reward = VaderSentiment()
+    return PPOTask(
+        output_dir=str(run_dir), policy=CausalLMPolicy("tiny-llama", sample_dtype="float32", device="cpu"),
+        reward=reward, sampler=Sampler(K=4, temperature=0.7, max_new_tokens=6, batch_size=3),
+        module=functools.partial(PPOModule, lr=1e-3, ppo_epochs=2, minibatch_size=2),
+        trainer=functools.partial(pl.Trainer, accelerator="cpu", max_epochs=2, gradient_clip_val=1.0, logger=False,
+                                  enable_checkpointing=False, enable_model_summary=False),
+        data=EverydayPrompts(n_test=2, limit=8),
+        evaluator=Evaluator(reward, Sampler(K=1, temperature=0.7, top_k=40, max_new_tokens=6, batch_size=4), every=2),
+        iterations=iterations, batch_size=4, seed=0)
+
+
+def test_ppo_task_writes_a_raft_shaped_run_and_resumes(tmp_path):
+    import csv
+    import json
+
+    from raft.samples import read_samples
+
+    task = _ppo_task(tmp_path, iterations=1)
+    assert task.sampler.K == 1 and task.sampler.temperature == 1.0 and task.sampler.max_new_tokens == 6
+    task.run()
+    first = json.loads((tmp_path / "iter_000" / "metrics.json").read_text())
+    assert first["policy_reward"] == first["best_of_k_reward"]  # K = 1
+    assert first["kl"] == pytest.approx(0.0, abs=1e-4)  # the first rollout comes from the reference itself
+    assert first["wall_time_s"] > 0 and first["peak_rss_mb"] > 0
+    assert "eval_reward" not in first  # evaluator.every = 2
+    assert (tmp_path / "iter_000" / "checkpoint" / "adapter_config.json").exists()
+    assert len(read_samples(tmp_path / "iter_000" / "scored.jsonl")) == 4
+
+    # a second, longer run in the same folder resumes after iteration 0 from its saved state
+    task = _ppo_task(tmp_path, iterations=2)
+    result = task.run()
+    assert json.loads((tmp_path / "iter_000" / "metrics.json").read_text()) == first
+    assert not (tmp_path / "iter_000" / "checkpoint").exists()  # keep_checkpoints = 1
+    second = result["iterations"][1]
+    assert second["iteration"] == 1 and "eval_reward" in second and second["kl"] != 0.0
+    evaluation = json.loads((tmp_path / "evaluation.json").read_text())
+    assert set(evaluation) == {"before", "after"} and evaluation["after"]["reward"] == second["eval_reward"]
+    with open(tmp_path / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["iteration"] for r in rows] == ["0", "1"]
+    assert {"policy_reward", "kl", "wall_time_s", "ppo_kl_coef", "ppo_clip_fraction", "peak_rss_mb"} <= set(rows[0])

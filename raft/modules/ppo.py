@@ -293,12 +293,10 @@ class PPOModule(pl.LightningModule):
         self.kl_controller.load_state_dict(json.loads((folder / KL_FILE).read_text()))
 
     def save_policy(self, folder: Path, tokenizer=None) -> None:
-        """A plain Hugging Face model folder (LoRA merged in) that any causal-LM loader reads."""
-        folder = Path(folder)
-        model = copy.deepcopy(self.policy).merge_and_unload() if self.lora else self.policy
-        model.save_pretrained(folder)
+        """A LoRA adapter folder (or a full model folder without LoRA) that CausalLMPolicy.load reads."""
+        self.policy.save_pretrained(Path(folder))
         if tokenizer is not None:
-            tokenizer.save_pretrained(folder)
+            tokenizer.save_pretrained(Path(folder))
 
 
 def _validate(**kw) -> None:
