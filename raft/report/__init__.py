@@ -1,0 +1,41 @@
+"""`raft report PATH [--out DIR]`: paper-style tables and figures from one run folder or a multirun folder."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from raft.atomic import atomic_write_text
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="raft report", description=__doc__)
+    parser.add_argument("path", type=Path, help="a run folder, or a folder with many (a multirun sweep)")
+    parser.add_argument("--out", type=Path, default=None, help="where to write the report (default: PATH/report)")
+    args = parser.parse_args(argv)
+
+    from raft.report.collect import find_runs, group_runs
+    from raft.report.plots import write_plots
+    from raft.report.tables import build_rows, csv_table, latex_table, markdown_table
+
+    if not args.path.is_dir():
+        print(f"raft report: {args.path} is not a folder", file=sys.stderr)
+        return 2
+    runs = find_runs(args.path)
+    if not runs:
+        print(f"raft report: no run folders (with metrics.csv or evaluation.json) under {args.path}", file=sys.stderr)
+        return 2
+    out = args.out or args.path / "report"
+    groups = group_runs(runs)
+    rows = build_rows(groups)
+    markdown = markdown_table(rows)
+    atomic_write_text(out / "results.md", markdown)
+    atomic_write_text(out / "results.csv", csv_table(rows))
+    atomic_write_text(out / "results.tex", latex_table(rows))
+    plots = write_plots(groups, out)
+
+    print(f"{len(runs)} runs in {len(groups)} configurations under {args.path}\n")
+    print(markdown)
+    print(f"written to {out}: results.md, results.csv, results.tex" + "".join(f", {p.name}" for p in plots))
+    return 0

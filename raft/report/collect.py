@@ -1,0 +1,131 @@
+"""Find run folders under a path, read what each one wrote, and group the runs by configuration.
+
+A run folder holds metrics.csv and/or evaluation.json, plus Hydra's .hydra/config.yaml and
+.hydra/overrides.yaml. Runs that differ only in their seed form one group (one table row, one line).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from raft.tracking import read_metrics_csv
+
+
+@dataclass
+class Run:
+    path: Path
+    settings: dict[str, str]  # what defines its configuration: overrides (or the flat config) without the seed
+    seed: str | None
+    model: str  # the starting checkpoint, to group the "before" evaluations
+    rows: list[dict[str, float]]  # metrics.csv, as numbers (NaN for empty cells)
+    before: dict[str, float] | None
+    after: dict[str, float] | None
+    after_source: str  # "evaluation.json", "metrics.csv" or "training reward"
+
+
+@dataclass
+class Group:
+    label: str
+    settings: dict[str, str]
+    runs: list[Run] = field(default_factory=list)
+
+
+def _is_seed(key: str) -> bool:
+    return key.split(".")[-1] == "seed"
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, str]:
+    if isinstance(node, dict):
+        out: dict[str, str] = {}
+        for k, v in node.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: json.dumps(node) if isinstance(node, (list, type(None))) else str(node)}
+
+
+def _read_yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text()) if path.exists() else None
+
+
+def _parse_overrides(overrides: list[str]) -> dict[str, str]:
+    parsed = {}
+    for item in overrides:
+        key, _, value = item.partition("=")
+        key = key.lstrip("+~")
+        if not key.startswith("hydra"):
+            parsed[key] = value
+    return parsed
+
+
+def read_run(path: Path) -> Run:
+    config = _read_yaml(path / ".hydra" / "config.yaml") or {}
+    overrides = _read_yaml(path / ".hydra" / "overrides.yaml")
+    flat_config = _flatten(config) if isinstance(config, dict) else {}
+    chosen = _parse_overrides(overrides) if overrides is not None else flat_config
+    settings = {k: v for k, v in chosen.items() if not _is_seed(k)}
+    seed = next((v for k, v in chosen.items() if _is_seed(k)), flat_config.get("seed"))
+    model = flat_config.get("model.name_or_path") or chosen.get("model") or "initial model"
+
+    rows = [{k: _number(v) for k, v in row.items()} for row in read_metrics_csv(path / "metrics.csv")]
+    evaluation = json.loads((path / "evaluation.json").read_text()) if (path / "evaluation.json").exists() else {}
+    before, after = evaluation.get("before") or None, evaluation.get("after") or None
+    source = "evaluation.json"
+    if after is None and rows:
+        last = rows[-1]
+        after = {k[len("eval_"):]: v for k, v in last.items() if k.startswith("eval_")}
+        source = "metrics.csv"
+        if not math.isfinite(after.get("reward", math.nan)):
+            after["reward"] = last.get("policy_reward", math.nan)
+            source = "training reward"
+    return Run(path, settings, seed, model, rows, before, after, source)
+
+
+def find_runs(root: str | Path) -> list[Run]:
+    """Every folder under root (root included) with metrics.csv or evaluation.json, outside hidden folders."""
+    root = Path(root)
+    folders = {p.parent for name in ("metrics.csv", "evaluation.json") for p in root.rglob(name)}
+    visible = [f for f in folders if not any(part.startswith(".") for part in f.relative_to(root).parts)]
+    return [read_run(f) for f in sorted(visible)]
+
+
+def _natural(value: str | None) -> tuple:
+    """Sort 8 before 16 and numbers before words."""
+    if value is None:
+        return (0, 0.0, "")
+    number = _number(value)
+    return (1, number, "") if math.isfinite(number) else (2, 0.0, value)
+
+
+def differing_keys(runs: list[Run]) -> list[str]:
+    keys = list(dict.fromkeys(k for run in runs for k in run.settings))
+    return [k for k in keys if len({run.settings.get(k) for run in runs}) > 1]
+
+
+def group_runs(runs: list[Run]) -> list[Group]:
+    """One group per configuration (seed ignored), labelled by the settings that differ between groups."""
+    groups: dict[tuple, Group] = {}
+    for run in runs:
+        key = tuple(sorted(run.settings.items()))
+        groups.setdefault(key, Group("", dict(run.settings))).runs.append(run)
+    varying = differing_keys(runs)
+    for group in groups.values():
+        if varying:
+            group.label = ", ".join(f"{k}={group.settings.get(k, 'default')}" for k in varying)
+        elif 0 < len(group.settings) <= 4:  # one configuration: its few overrides say what it is
+            group.label = ", ".join(f"{k}={v}" for k, v in group.settings.items())
+        else:
+            group.label = group.runs[0].path.name
+    return sorted(groups.values(), key=lambda g: [_natural(g.settings.get(k)) for k in varying] + [g.label])

@@ -1,0 +1,115 @@
+"""Paper-style result tables (RAFT paper Tables 3-7) in Markdown, CSV and LaTeX: one row per configuration."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import statistics
+from dataclasses import dataclass
+
+from raft.report.collect import Group
+
+# (key in evaluation dicts, column header, decimals): the paper's column order, then the sample size.
+COLUMNS = [("reward", "Reward", 3), ("ppl", "PPL", 3), ("msttr_100", "MSTTR-100", 3), ("distinct_1", "Distinct-1", 3),
+           ("distinct_2", "Distinct-2", 3), ("unique_1", "Unique-1", 0), ("unique_2", "Unique-2", 0),
+           ("length", "Length", 1), ("n", "n", 0)]
+SOURCE_MARKS = {"evaluation.json": "", "metrics.csv": " *", "training reward": " †"}
+NOTES = [
+    "Mean ± sample standard deviation (n-1) over seeds where a configuration has several.",
+    "Unique-1/Unique-2 count the n-grams that occur exactly once among the n evaluated responses "
+    "(column n): compare them only at equal n.",
+    "`start` rows evaluate the starting checkpoint; the others the policy after the last RAFT iteration. "
+    "* = from the last row of metrics.csv (no evaluation.json); † = no held-out reward, training-prompt reward.",
+]
+
+
+@dataclass
+class Row:
+    label: str
+    stage: str  # "start" or "after"
+    values: dict[str, list[float]]  # finite values, one per seed
+    seeds: int
+
+
+def _finite(values) -> list[float]:
+    return [float(v) for v in values if v is not None and math.isfinite(float(v))]
+
+
+def build_rows(groups: list[Group]) -> list[Row]:
+    rows: list[Row] = []
+    starts: dict[str, dict[str, dict]] = {}  # model -> seed -> before (equal seeds evaluate the same model alike)
+    for group in groups:
+        for run in group.runs:
+            if run.before:
+                starts.setdefault(run.model, {}).setdefault(str(run.seed), run.before)
+    for model, by_seed in starts.items():
+        befores = list(by_seed.values())
+        rows.append(Row(f"start: {model}", "start",
+                        {key: _finite(b.get(key) for b in befores) for key, _, _ in COLUMNS}, len(befores)))
+    for group in groups:
+        afters = [run.after for run in group.runs if run.after]
+        if not afters:
+            continue
+        marks = "".join(sorted({SOURCE_MARKS[run.after_source] for run in group.runs if run.after}))
+        rows.append(Row(group.label + marks, "after",
+                        {key: _finite(a.get(key) for a in afters) for key, _, _ in COLUMNS}, len(afters)))
+    return rows
+
+
+def mean_std(values: list[float]) -> tuple[float, float | None]:
+    if not values:
+        return math.nan, None
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
+
+
+def _cell(values: list[float], decimals: int, pm: str, key: str = "") -> str:
+    if key == "n" and values:  # a sample size, not a measurement: show it, or its range
+        low, high = int(min(values)), int(max(values))
+        return str(low) if low == high else f"{low}-{high}"
+    mean, std = mean_std(values)
+    if math.isnan(mean):
+        return "-"
+    if std is None:
+        return f"{mean:.{decimals}f}"
+    decimals = max(decimals, 1)  # a mean count over seeds is not an integer
+    return f"{mean:.{decimals}f}{pm}{std:.{decimals}f}"
+
+
+def markdown_table(rows: list[Row]) -> str:
+    header = ["Configuration", "Seeds"] + [title for _, title, _ in COLUMNS]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" + "---:|" * (len(header) - 1)]
+    for row in rows:
+        cells = [row.label, str(row.seeds)] + [_cell(row.values[k], d, " ± ", k) for k, _, d in COLUMNS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines + [""] + [f"{note}" for note in NOTES]) + "\n"
+
+
+def csv_table(rows: list[Row]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["configuration", "stage", "seeds"] + [f"{k}_{s}" for k, _, _ in COLUMNS for s in ("mean", "std")])
+    for row in rows:
+        stats = [mean_std(row.values[k]) for k, _, _ in COLUMNS]
+        writer.writerow([row.label, row.stage, row.seeds] +
+                        [x for mean, std in stats for x in (mean, "" if std is None else std)])
+    return out.getvalue()
+
+
+def _latex_escape(text: str) -> str:
+    for char, escaped in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("$", r"\$"), ("#", r"\#"),
+                          ("_", r"\_"), ("{", r"\{"), ("}", r"\}"), ("†", r"$^\dagger$"), ("~", r"\~{}")):
+        text = text.replace(char, escaped)
+    return text
+
+
+def latex_table(rows: list[Row]) -> str:
+    header = ["Configuration", "Seeds"] + [title for _, title, _ in COLUMNS]
+    lines = [r"% needs \usepackage{booktabs}", r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}", r"\toprule",
+             " & ".join(header) + r" \\", r"\midrule"]
+    for row in rows:
+        cells = [_latex_escape(row.label), str(row.seeds)] + [
+            _cell(row.values[k], d, r" $\pm$ ", k) for k, _, d in COLUMNS]
+        lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", ""]
+    return "\n".join(lines)

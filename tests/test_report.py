@@ -1,0 +1,117 @@
+"""`raft report` on a fake sweep in the real run-folder format: 2 values of K x 2 seeds."""
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from raft.report import main
+from raft.tracking import Tracker
+
+# (K, seed) -> after-evaluation values; the start evaluation depends on the seed only.
+AFTER = {
+    (4, 0): dict(reward=1.0, ppl=4.0, msttr_100=0.60, distinct_1=0.030, distinct_2=0.25, unique_1=100, unique_2=900,
+                 length=50.0, n=64),
+    (4, 1): dict(reward=2.0, ppl=4.2, msttr_100=0.62, distinct_1=0.034, distinct_2=0.27, unique_1=110, unique_2=1000,
+                 length=54.0, n=64),
+    (8, 0): dict(reward=2.0, ppl=3.9, msttr_100=0.58, distinct_1=0.028, distinct_2=0.22, unique_1=90, unique_2=800,
+                 length=60.0, n=64),
+    (8, 1): dict(reward=2.4, ppl=3.9, msttr_100=0.58, distinct_1=0.028, distinct_2=0.24, unique_1=96, unique_2=820,
+                 length=62.0, n=64),
+}
+BEFORE = {0: dict(reward=0.5, ppl=3.5, msttr_100=0.6, distinct_1=0.03, distinct_2=0.25, unique_1=80, unique_2=700,
+                  length=40.0, n=64),
+          1: dict(reward=0.7, ppl=3.5, msttr_100=0.6, distinct_1=0.03, distinct_2=0.25, unique_1=84, unique_2=720,
+                  length=42.0, n=64)}
+
+
+def write_run(folder, K, seed, evaluation=True, beta=None):
+    config = {"name": "sweep", "seed": seed, "model": {"name_or_path": "tiny-llama"},
+              "sampler": {"_target_": "raft.sampling.Sampler", "K": K, "temperature": 1.0}}
+    overrides = [f"sampler.K={K}", f"seed={seed}"] + ([f"selector.beta={beta}"] if beta is not None else [])
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    tracker = Tracker(folder)
+    for it in range(3):
+        tracker.log_iteration({"iteration": it, "policy_reward": 0.5 + 0.1 * K * it + 0.1 * seed,
+                               "best_of_k_reward": 1.0 + 0.1 * K * it, "kl": 0.01 * it * K * (1 + 0.5 * seed),
+                               "eval_reward": 0.6 + 0.2 * it * K / 4, "eval_ppl": 3.5 + 0.1 * it, "eval_n": 64})
+    tracker.close()
+    if evaluation:
+        (folder / "evaluation.json").write_text(json.dumps({"before": BEFORE[seed], "after": AFTER[(K, seed)]}))
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    root = tmp_path / "multirun"
+    for K in (8, 4):
+        for seed in (0, 1):
+            write_run(root / f"sampler.K={K},seed={seed}", K, seed)
+    return root
+
+
+def test_tables_mean_std_over_seeds(sweep, tmp_path, capsys):
+    out = tmp_path / "report"
+    assert main([str(sweep), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    rows = {r["configuration"]: r for r in csv.DictReader(open(out / "results.csv"))}
+    assert list(rows) == ["start: tiny-llama", "sampler.K=4", "sampler.K=8"]  # start first, then K=4 < K=8
+    k4, k8, start = rows["sampler.K=4"], rows["sampler.K=8"], rows["start: tiny-llama"]
+    # K=4: reward 1.0 and 2.0 -> mean 1.5, sample std sqrt((0.25 + 0.25) / 1) = 0.7071.
+    assert float(k4["reward_mean"]) == pytest.approx(1.5) and float(k4["reward_std"]) == pytest.approx(0.5 ** 0.5)
+    # K=8: 2.0 and 2.4 -> 2.2 +- 0.2828; unique-1 90 and 96 -> 93 +- 4.243.
+    assert float(k8["reward_mean"]) == pytest.approx(2.2) and float(k8["reward_std"]) == pytest.approx(0.08 ** 0.5)
+    assert float(k8["unique_1_mean"]) == 93 and float(k8["unique_1_std"]) == pytest.approx(18 ** 0.5)
+    # The start row: one evaluation per seed (the same for both K), 0.5 and 0.7.
+    assert start["seeds"] == "2" and float(start["reward_mean"]) == pytest.approx(0.6)
+    md = (out / "results.md").read_text()
+    assert md in printed
+    assert "| sampler.K=4 | 2 | 1.500 ± 0.707 | 4.100 ± 0.141 | 0.610 ± 0.014 | 0.032 ± 0.003 | 0.260 ± 0.014 " \
+           "| 105.0 ± 7.1 | 950.0 ± 70.7 | 52.0 ± 2.8 | 64 |" in md
+    header = md.splitlines()[0]
+    assert header == ("| Configuration | Seeds | Reward | PPL | MSTTR-100 | Distinct-1 | Distinct-2 | Unique-1 "
+                      "| Unique-2 | Length | n |")
+    assert "n evaluated responses" in md
+    tex = (out / "results.tex").read_text()
+    assert r"sampler.K=4 & 2 & 1.500 $\pm$ 0.707" in tex and r"\toprule" in tex
+
+
+def test_plots_are_real_images(sweep, tmp_path):
+    out = tmp_path / "report"
+    assert main([str(sweep), "--out", str(out)]) == 0
+    for name in ("reward_curve.png", "reward_vs_ppl.png", "kl_curve.png"):
+        image = np.asarray(Image.open(out / name).convert("L"), dtype=float)
+        assert image.shape[0] > 300 and image.shape[1] > 500
+        assert image.std() > 10  # not a blank canvas
+        assert (out / name).stat().st_size > 20_000
+
+
+def test_one_run_without_evaluation_json_uses_metrics_csv(tmp_path, capsys):
+    run = tmp_path / "runs" / "selector.beta=0.01"
+    write_run(run, 8, 0, evaluation=False, beta=0.01)
+    assert main([str(run)]) == 0
+    rows = list(csv.DictReader(open(run / "report" / "results.csv")))
+    assert len(rows) == 1
+    # Last metrics.csv row: eval_reward 0.6 + 0.2 * 2 * 8 / 4 = 1.4; marked as coming from metrics.csv.
+    assert rows[0]["configuration"] == "sampler.K=8, selector.beta=0.01 *"
+    assert float(rows[0]["reward_mean"]) == pytest.approx(1.4) and rows[0]["reward_std"] == ""
+    assert math.isnan(float(rows[0]["msttr_100_mean"]))
+    assert (run / "report" / "kl_curve.png").exists()
+
+
+def test_kl_lines_are_labelled_by_the_differing_override(tmp_path):
+    from raft.report.collect import find_runs, group_runs
+
+    for beta in (0.1, 0.01):
+        write_run(tmp_path / f"b{beta}", 8, 0, beta=beta)
+    assert [g.label for g in group_runs(find_runs(tmp_path))] == ["selector.beta=0.01", "selector.beta=0.1"]
+
+
+def test_empty_folder_is_an_error(tmp_path, capsys):
+    assert main([str(tmp_path)]) == 2
+    assert "no run folders" in capsys.readouterr().err
