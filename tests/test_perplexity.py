@@ -20,7 +20,7 @@ def model_and_tokenizer():
     vocab = {w: i for i, w in enumerate(["<pad>", "<s>", "<unk>", "Human:", "Assistant:", "?", "and"] + WORDS)}
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    # The prompt gets a BOS token, the response must not (it is encoded without special tokens).
+    # add_special_tokens=True puts a BOS before the prompt; the response never gets one.
     backend.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", bos_token="<s>",
                                         unk_token="<unk>")
@@ -31,8 +31,8 @@ def model_and_tokenizer():
     return LlamaForCausalLM(config).eval(), tokenizer
 
 
-def unbatched_log_prob(model, tokenizer, prompt, response):
-    prompt_ids = tokenizer(prompt)["input_ids"]
+def unbatched_log_prob(model, tokenizer, prompt, response, bos=False):
+    prompt_ids = tokenizer(prompt, add_special_tokens=bos)["input_ids"]
     response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
     ids = torch.tensor([prompt_ids + response_ids])
     with torch.no_grad():
@@ -49,14 +49,19 @@ def test_bos_only_on_prompt(model_and_tokenizer):
     assert tokenizer("the cat", add_special_tokens=False)["input_ids"][0] != 1
 
 
+@pytest.mark.parametrize("bos", [False, True])
 @pytest.mark.parametrize("side", ["left", "right"])
 @pytest.mark.parametrize("batch_size", [1, 3, 8])
-def test_sequence_log_probs_match_unbatched(model_and_tokenizer, side, batch_size):
+def test_sequence_log_probs_match_unbatched(model_and_tokenizer, side, batch_size, bos):
     model, tokenizer = model_and_tokenizer
-    expected = [unbatched_log_prob(model, tokenizer, p, r)[0] for p, r in zip(PROMPTS, RESPONSES)]
-    got = sequence_log_probs(model, tokenizer, PROMPTS, RESPONSES, batch_size=batch_size, padding_side=side)
+    expected = [unbatched_log_prob(model, tokenizer, p, r, bos)[0] for p, r in zip(PROMPTS, RESPONSES)]
+    got = sequence_log_probs(model, tokenizer, PROMPTS, RESPONSES, batch_size=batch_size, padding_side=side,
+                             add_special_tokens=bos)
     assert got == pytest.approx(expected, abs=1e-4)
     assert all(v < 0 for v in got)
+    if bos:  # the BOS token changes the context, so the numbers differ
+        plain = sequence_log_probs(model, tokenizer, PROMPTS, RESPONSES, batch_size=batch_size)
+        assert all(abs(a - b) > 1e-6 for a, b in zip(got, plain))
 
 
 @pytest.mark.parametrize("side", ["left", "right"])
@@ -74,8 +79,8 @@ def test_reference_perplexity_is_token_weighted(model_and_tokenizer, side):
 def test_long_prompt_is_cut_on_the_left(model_and_tokenizer):
     model, tokenizer = model_and_tokenizer
     prompt, response = "the cat sat on a mat", "and the dog"
-    [got] = sequence_log_probs(model, tokenizer, [prompt], [response], max_length=5)
-    # 3 response tokens + the last 2 prompt tokens ("a mat"), without BOS.
+    [got] = sequence_log_probs(model, tokenizer, [prompt], [response], max_length=5, add_special_tokens=True)
+    # 3 response tokens + the last 2 prompt tokens ("a mat"); the BOS at the far left is cut too.
     ids = torch.tensor([tokenizer("a mat and the dog", add_special_tokens=False)["input_ids"]])
     with torch.no_grad():
         log_probs = torch.log_softmax(model(input_ids=ids).logits[0], dim=-1)

@@ -1,8 +1,9 @@
 """Log-probabilities of responses given prompts under a causal LM: reference perplexity and KL terms.
 
-Prompt and response are tokenised separately (the prompt with the tokenizer's special tokens, the
-response without), so the scored tokens are exactly the response's own tokens, as when the policy
-generated them after the prompt. Rows are padded on one side and position ids are taken from the
+Prompt and response are tokenised separately, so the scored tokens are exactly the response's own
+tokens, as when the policy generated them after the prompt. Like the sampler, the prompt is encoded
+without special tokens by default (a chat template already writes its own); pass
+add_special_tokens=True for raw prompts of models that expect a BOS token. Rows are padded on one side and position ids are taken from the
 attention mask, so left and right padding give the same numbers as scoring one row at a time.
 """
 
@@ -15,7 +16,8 @@ from typing import Sequence
 import torch
 
 
-def _encode(tokenizer, prompts: Sequence[str], responses: Sequence[str], max_length: int) -> list[tuple[list[int], int]]:
+def _encode(tokenizer, prompts: Sequence[str], responses: Sequence[str], max_length: int,
+            add_special_tokens: bool) -> list[tuple[list[int], int]]:
     """(token ids, number of response tokens at the end) per pair; long prompts lose their left side."""
     if len(prompts) != len(responses):
         raise ValueError(f"got {len(prompts)} prompts but {len(responses)} responses")
@@ -23,7 +25,7 @@ def _encode(tokenizer, prompts: Sequence[str], responses: Sequence[str], max_len
         raise ValueError(f"max_length must be >= 2, got {max_length}")
     rows = []
     for prompt, response in zip(prompts, responses):
-        prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+        prompt_ids = tokenizer(prompt, add_special_tokens=add_special_tokens)["input_ids"]
         response_ids = tokenizer(response, add_special_tokens=False)["input_ids"][: max_length - 1]
         prompt_ids = prompt_ids[len(prompt_ids) + len(response_ids) - max_length :] if (
             len(prompt_ids) + len(response_ids) > max_length) else prompt_ids
@@ -64,14 +66,15 @@ def _batch_sums(model, rows: list[tuple[list[int], int]], pad_id: int, side: str
     return out
 
 
-def _response_sums(model, tokenizer, prompts, responses, batch_size: int, max_length: int, padding_side: str | None):
+def _response_sums(model, tokenizer, prompts, responses, batch_size: int, max_length: int, padding_side: str | None,
+                   add_special_tokens: bool):
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     side = padding_side or getattr(tokenizer, "padding_side", "left")
     if side not in ("left", "right"):
         raise ValueError(f"padding_side must be 'left' or 'right', got {side!r}")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    rows = _encode(tokenizer, prompts, responses, max_length)
+    rows = _encode(tokenizer, prompts, responses, max_length, add_special_tokens)
     order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))  # similar lengths share a batch
     sums: list[tuple[float, int]] = [(0.0, 0)] * len(rows)
     was_training = model.training
@@ -87,15 +90,20 @@ def _response_sums(model, tokenizer, prompts, responses, batch_size: int, max_le
 
 
 def sequence_log_probs(model, tokenizer, prompts: Sequence[str], responses: Sequence[str], batch_size: int = 8,
-                       max_length: int = 1024, padding_side: str | None = None) -> list[float]:
+                       max_length: int = 1024, padding_side: str | None = None,
+                       add_special_tokens: bool = False) -> list[float]:
     """Sum of log p(response token | prompt, earlier response tokens) per pair, in input order."""
-    return [s for s, _ in _response_sums(model, tokenizer, prompts, responses, batch_size, max_length, padding_side)]
+    sums = _response_sums(model, tokenizer, prompts, responses, batch_size, max_length, padding_side,
+                          add_special_tokens)
+    return [s for s, _ in sums]
 
 
 def reference_perplexity(model, tokenizer, prompts: Sequence[str], references: Sequence[str], batch_size: int = 8,
-                         max_length: int = 1024, padding_side: str | None = None) -> float:
+                         max_length: int = 1024, padding_side: str | None = None,
+                         add_special_tokens: bool = False) -> float:
     """exp(total NLL of reference tokens / number of reference tokens); prompt tokens are not scored."""
-    sums = _response_sums(model, tokenizer, prompts, references, batch_size, max_length, padding_side)
+    sums = _response_sums(model, tokenizer, prompts, references, batch_size, max_length, padding_side,
+                          add_special_tokens)
     n_tokens = sum(n for _, n in sums)
     if n_tokens == 0:
         return math.nan
