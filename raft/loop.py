@@ -33,7 +33,7 @@ class RaftLoop:
                  trainer: Callable, run_dir: str | Path, iterations: int = 3, batch_size: int = 64,
                  filters: Sequence[Callable] = (), evaluator: Any = None, monitor: Any = None,
                  tracker: Any = None, teacher: Policy | None = None, track_kl: bool = True,
-                 keep_checkpoints: int = 1, seed: int = 0):
+                 keep_checkpoints: int = 1, seed: int = 0, init_checkpoint: str | Path | None = None):
         if iterations < 1:
             raise ValueError(f"iterations must be >= 1, got {iterations}")
         if batch_size < 1:
@@ -43,6 +43,7 @@ class RaftLoop:
         self.iterations, self.batch_size, self.filters = iterations, batch_size, list(filters)
         self.evaluator, self.monitor, self.tracker, self.teacher = evaluator, monitor, tracker, teacher
         self.track_kl, self.keep_checkpoints, self.seed = track_kl, keep_checkpoints, seed
+        self.init_checkpoint = Path(init_checkpoint) if init_checkpoint else None  # e.g. an SFT stage's output
 
     # -- the loop ------------------------------------------------------------------------------
     def run(self, prompts: Sequence[str], eval_prompts: Sequence[str] | None = None,
@@ -106,7 +107,7 @@ class RaftLoop:
             # KL estimate only needs one sample per prompt; KL-penalised ranking needs them all
             chosen = samples if needs_all else [s for s in samples if s.sample_idx == 0]
             current = self.policy.log_probs(checkpoint, chosen)
-            initial = current if checkpoint is None else self.policy.log_probs(None, chosen)
+            initial = current if checkpoint == self.init_checkpoint else self.policy.log_probs(self.init_checkpoint, chosen)
             for s, lp, ref in zip(chosen, current, initial):
                 s.logp, s.ref_logp = lp, ref
         return samples
@@ -159,8 +160,8 @@ class RaftLoop:
         return self.run_dir / f"iter_{t:03d}" / "checkpoint"
 
     def checkpoint(self, t: int) -> Path | None:
-        """The policy after iteration t (None before the first one)."""
-        return self.checkpoint_dir(t) if t >= 0 else None
+        """The policy after iteration t; before the first one, the initial policy (None: the model itself)."""
+        return self.checkpoint_dir(t) if t >= 0 else self.init_checkpoint
 
     def last_checkpoint(self) -> Path | None:
         return self.checkpoint(self.iterations - 1)

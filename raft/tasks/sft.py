@@ -1,0 +1,32 @@
+"""`task=sft`: supervised fine-tuning of the policy on the chosen responses of preference pairs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import pytorch_lightning as pl
+
+from raft.atomic import atomic_dir
+from raft.samples import Sample
+
+
+class SFTTask:
+    def __init__(self, policy, data, module: Callable, trainer: Callable, output_dir: str,
+                 max_examples: int | None = None, seed: int = 0):
+        if max_examples is not None and max_examples < 1:
+            raise ValueError(f"task.max_examples must be >= 1 or null, got {max_examples}")
+        self.policy, self.data, self.module, self.trainer = policy, data, module, trainer
+        self.checkpoint, self.max_examples, self.seed = Path(output_dir) / "checkpoint", max_examples, seed
+
+    def run(self) -> Path:
+        if self.checkpoint.exists():
+            print(f"sft: reusing {self.checkpoint}")
+            return self.checkpoint
+        pl.seed_everything(self.seed, workers=True, verbose=False)
+        pairs = self.data.pairs("train")[: self.max_examples]
+        examples = [Sample(prompt_idx=i, prompt=p.prompt, response=p.chosen) for i, p in enumerate(pairs)]
+        with atomic_dir(self.checkpoint) as tmp:
+            self.policy.finetune(None, examples, tmp, self.module, self.trainer)
+        print(f"sft: trained on {len(examples)} chosen responses -> {self.checkpoint}")
+        return self.checkpoint

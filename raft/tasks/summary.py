@@ -1,0 +1,70 @@
+"""What a finished RAFT run shows its user: a before/after table and the reward-per-iteration plot."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+ROWS = [  # (label, key in evaluation dicts)
+    ("policy reward (held-out)", "reward"),
+    ("best-of-K reward (held-out)", "best_of_k_reward"),
+    ("perplexity on references", "ppl"),
+    ("MSTTR-100", "msttr_100"),
+    ("distinct-1", "distinct_1"),
+    ("distinct-2", "distinct_2"),
+    ("mean length (words)", "length"),
+]
+
+
+def _fmt(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def before_after_table(before: dict, after: dict) -> str:
+    lines = [f"| {'metric':<28} | {'before':>9} | {'after':>9} |", f"|{'-' * 30}|{'-' * 11}|{'-' * 11}|"]
+    for label, key in ROWS:
+        if key in before or key in after:
+            lines.append(f"| {label:<28} | {_fmt(before.get(key)):>9} | {_fmt(after.get(key)):>9} |")
+    return "\n".join(lines)
+
+
+def print_before_after(before: dict, after: dict, history: Sequence[dict], run_dir: Path) -> None:
+    print()
+    if before or after:
+        n = after.get("n") or before.get("n")
+        print(f"RAFT before/after on {n} held-out prompts:")
+        print(before_after_table(before, after))
+    if history:
+        first, last = history[0], history[-1]
+        print(f"training prompts: policy reward {first['policy_reward']:.3f} (iteration 0) -> "
+              f"{last['policy_reward']:.3f} (iteration {last['iteration']}), "
+              f"best-of-K {first['best_of_k_reward']:.3f} -> {last['best_of_k_reward']:.3f}")
+    print(f"run folder: {run_dir}  (reward_curve.png, metrics.csv, evaluation.json, iter_*/)")
+
+
+def plot_run(history: Sequence[dict], path: Path) -> None:
+    """Paper Figure 1 (left) for one run: the policy's reward and its best-of-K target per iteration."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    its = [h["iteration"] for h in history]
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    ax.plot(its, [h["policy_reward"] for h in history], "o-", label="policy (mean of K samples)")
+    ax.plot(its, [h["best_of_k_reward"] for h in history], "s-", label="best-of-K (selected target)")
+    evals = [(h["iteration"], h["eval_reward"]) for h in history if "eval_reward" in h]
+    if evals:
+        ax.plot(*zip(*evals), "^--", label="policy on held-out prompts")
+    ax.set_xlabel("RAFT iteration (stage)")
+    ax.set_ylabel("mean reward")
+    ax.set_title("Reward per iteration: policy vs its best-of-K target")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
