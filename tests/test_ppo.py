@@ -327,3 +327,21 @@ def test_ppo_task_writes_a_raft_shaped_run_and_resumes(tmp_path):
         rows = list(csv.DictReader(f))
     assert [r["iteration"] for r in rows] == ["0", "1"]
     assert {"policy_reward", "kl", "wall_time_s", "ppo_kl_coef", "ppo_clip_fraction", "peak_rss_mb"} <= set(rows[0])
+
+
+def test_ppo_config_composes_and_builds(tmp_path):
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    import raft.resolvers  # noqa: F401
+    from raft.main import CONFIG_DIR
+    from raft.tasks.ppo import PPOTask
+
+    overrides = ["task=ppo", "model=tiny", f"task.output_dir={tmp_path}", "task.iterations=2"]
+    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=overrides + ["module=ppo"])
+        task = instantiate(cfg.task, _convert_="all")
+        assert isinstance(task, PPOTask) and task.sampler.K == 1 and task.iterations == 2
+        assert cfg.module.lr == 1e-5 and cfg.module.lora_rank == 16 and cfg.module.lam == 0.95
+        with pytest.raises(Exception, match="task=ppo needs module=ppo"):
+            instantiate(compose("config", overrides=overrides).task, _convert_="all")

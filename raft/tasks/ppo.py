@@ -7,9 +7,7 @@ compute old / reference log-probs and values, let Lightning run the PPO epochs, 
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import json
 import logging
 import resource
@@ -25,17 +23,13 @@ import torch
 from raft.atomic import atomic_dir, atomic_write_text
 from raft.loop import RaftLoop, mean, release_memory
 from raft.metrics.diversity import distinct_n, duplicate_share, mean_length, msttr
+from raft.modules.ppo import PPOModule
 from raft.ppo.generation import sample_token_ids
 from raft.samples import Sample, write_samples
 from raft.tasks.summary import plot_run, print_before_after
+from raft.tracking import Tracker
 
 log = logging.getLogger("raft")
-
-# ARCHITECTURE.md's metric columns first, PPO's own statistics after them
-CSV_COLUMNS = ["iteration", "policy_reward", "best_of_k_reward", "selected_reward", "selected_distinct_2",
-               "selected_msttr_100", "selected_length", "selected_duplicate_share", "kl", "eval_reward",
-               "eval_ppl", "eval_msttr_100", "eval_distinct_1", "eval_distinct_2", "eval_unique_1",
-               "eval_unique_2", "eval_length", "eval_n", "eval_best_of_k_reward", "wall_time_s"]
 
 
 class PPOTask:
@@ -47,6 +41,10 @@ class PPOTask:
             raise ValueError(f"task.iterations must be >= 1, got {iterations}")
         if batch_size < 1:
             raise ValueError(f"task.batch_size (prompts per PPO iteration) must be >= 1, got {batch_size}")
+        builds = getattr(module, "func", module)
+        if not (isinstance(builds, type) and issubclass(builds, PPOModule)):
+            raise ValueError(f"task=ppo needs module=ppo (raft.modules.ppo.PPOModule), got "
+                             f"{getattr(builds, '__name__', builds)}")
         if getattr(policy, "modality", "text") != "text" or not hasattr(policy, "format_prompt"):
             raise ValueError(f"task=ppo needs a causal-LM policy (model=smollm2, tiny, hf_causal_lm), "
                              f"got {type(policy).__name__}")
@@ -60,7 +58,8 @@ class PPOTask:
     # -- the run -------------------------------------------------------------------------------
     def run(self) -> dict:
         pl.seed_everything(self.seed, workers=True, verbose=False)
-        tracker = self.logger(run_dir=self.run_dir) if self.logger else None
+        # metrics.csv comes from the tracker, as for RAFT; without a logger config, a CSV-only one
+        tracker = self.logger(run_dir=self.run_dir) if self.logger else Tracker(self.run_dir)
         train_prompts = self.data.prompts("train")
         test_prompts, references = self.data.prompts("test"), self.data.references("test")
         before = self.evaluate(None, test_prompts, references, self.run_dir / "eval_before")
@@ -74,15 +73,12 @@ class PPOTask:
             if ppo is None:  # load the model only when some iteration is left to run
                 ppo, tokenizer = self.build_module(resume_from=t - 1)
             history.append(self.iteration(t, ppo, tokenizer, train_prompts, test_prompts, references, tracker))
-            write_metrics_csv(self.run_dir / "metrics.csv", history)
         del ppo
         release_memory()
         after = {k[5:]: v for k, v in history[-1].items() if k.startswith("eval_")} or \
             self.evaluate(self.checkpoint_dir(self.iterations - 1), test_prompts, references, self.run_dir / "eval_after")
         atomic_write_text(self.run_dir / "evaluation.json", json.dumps({"before": before, "after": after}, indent=2))
-        write_metrics_csv(self.run_dir / "metrics.csv", history)
-        if tracker is not None:
-            tracker.close()
+        tracker.close()
         plot_run(history, self.run_dir / "reward_curve.png")
         print_before_after(before, after, history, self.run_dir)
         return {"before": before, "after": after, "iterations": history}
@@ -139,8 +135,7 @@ class PPOTask:
         metrics["wall_time_s"] = round(time.time() - started, 1)
         metrics.update(peak_memory())
         atomic_write_text(stage / "metrics.json", json.dumps(metrics, indent=2))
-        if tracker is not None:
-            tracker.log_iteration(metrics, samples)
+        tracker.log_iteration(metrics, samples)
         self.prune_checkpoints(t)
         return metrics
 
@@ -193,12 +188,3 @@ def peak_memory() -> dict[str, float]:
     if torch.cuda.is_available():
         out["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     return out
-
-
-def write_metrics_csv(path: Path, history: Sequence[dict]) -> None:
-    extra = sorted({k for row in history for k in row} - set(CSV_COLUMNS))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS + extra, restval="")
-    writer.writeheader()
-    writer.writerows(history)
-    atomic_write_text(path, buffer.getvalue())

@@ -1,0 +1,42 @@
+"""`task=evaluate`: the paper's table columns for one checkpoint on held-out prompts.
+
+`checkpoint` is a folder raft wrote (e.g. <run>/iter_003/checkpoint) or null for the configured
+model itself (which may be a hub id or any model folder: set model.name_or_path).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from raft.atomic import atomic_write_text
+from raft.report.tables import COLUMNS, Row, markdown_table
+
+
+class EvaluateTask:
+    def __init__(self, policy, checkpoint: str | None, data, evaluator, output_dir: str, split: str = "test",
+                 seed: int = 0):
+        if checkpoint is not None and not Path(checkpoint).is_dir():
+            raise ValueError(f"task.checkpoint={checkpoint!r} is not a folder (null evaluates the model itself)")
+        if split not in ("train", "test"):
+            raise ValueError(f"task.split must be 'train' or 'test', got {split!r}")
+        self.policy, self.data, self.evaluator, self.split, self.seed = policy, data, evaluator, split, seed
+        self.checkpoint = Path(checkpoint) if checkpoint is not None else None
+        self.output_dir = Path(output_dir)
+
+    def run(self) -> dict:
+        import pytorch_lightning as pl
+
+        pl.seed_everything(self.seed, workers=True, verbose=False)
+        metrics = self.evaluator.evaluate(self.policy, self.checkpoint, self.data.prompts(self.split),
+                                          self.data.references(self.split), self.output_dir / f"eval_{self.split}")
+        # Same shape as a RAFT run's evaluation.json, so `raft report` lists evaluate runs too.
+        atomic_write_text(self.output_dir / "evaluation.json",
+                          json.dumps({"after": metrics, "checkpoint": str(self.checkpoint)}, indent=2))
+        label = str(self.checkpoint) if self.checkpoint else "initial model"
+        row = Row(label, "after", {k: [float(metrics[k])] if k in metrics else [] for k, _, _ in COLUMNS}, 1)
+        print(f"\n{self.split} split, {metrics.get('n')} prompts:\n" + markdown_table([row]).split("\n\n")[0])
+        if "best_of_k_reward" in metrics:
+            print(f"best-of-{self.evaluator.best_of_k} reward: {metrics['best_of_k_reward']:.3f}")
+        print(f"written to {self.output_dir}")
+        return metrics
