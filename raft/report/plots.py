@@ -29,10 +29,10 @@ def series(group: Group, column: str) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return np.array(its), np.array(means), np.array(stds)
 
 
-def _line(ax, its, mean, std, color, style, label) -> None:
+def _line(ax, its, mean, std, color, style, label, alpha=0.2) -> None:
     ax.plot(its, mean, style, color=color, label=label)
     if np.any(std > 0):
-        ax.fill_between(its, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
+        ax.fill_between(its, mean - std, mean + std, color=color, alpha=alpha, linewidth=0)
 
 
 def _save(fig, ax, path: Path) -> Path:
@@ -54,10 +54,11 @@ def reward_curve(groups: list[Group], path: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     drawn = False
     for group, color in zip(groups, _colors(len(groups))):
-        for column, style, what in (("policy_reward", "o-", "policy"), ("best_of_k_reward", "s--", "best-of-K")):
+        for column, style, what, alpha in (("policy_reward", "o-", "policy", 0.2),
+                                           ("best_of_k_reward", "s--", "best-of-K", 0.08)):
             its, mean, std = series(group, column)
             if len(its):
-                _line(ax, its, mean, std, color, style, f"{group.label}: {what}")
+                _line(ax, its, mean, std, color, style, f"{group.label}: {what}", alpha)
                 drawn = True
     if not drawn:
         plt.close(fig)
