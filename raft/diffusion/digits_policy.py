@@ -1,0 +1,189 @@
+"""A diffusion policy small enough to pretrain and align on a laptop CPU: class-conditional UNet on 8x8 digits.
+
+Pretraining (`pretrain()`) learns scikit-learn's digits, upsampled to `base_resolution`, from scratch and
+writes `<pretrained_dir>/{unet,scheduler,pretrain.json}` atomically, so a killed run redoes it cleanly.
+RAFT fine-tunes **all** weights (about 0.7M): LoRA on such a small convolutional net would leave too
+little capacity to adapt to a new resolution, and full checkpoints of this size cost nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from diffusers import DDPMScheduler, UNet2DModel
+from PIL import Image
+from tqdm.auto import tqdm
+
+from raft.atomic import atomic_dir, atomic_write_text
+from raft.diffusion.denoising_module import DenoisingModule
+from raft.diffusion.digits_model import NULL_CLASS, build_digits_unet, digit_of_prompt, digits_dataset
+from raft.diffusion.images import open_image, save_png, stage_dir_of
+from raft.diffusion.sampling import DiffusionSampler, image_name
+from raft.policies.base import Policy
+from raft.samples import Sample
+
+
+class DigitsDiffusionPolicy(Policy):
+    modality = "image"
+
+    def __init__(
+        self,
+        pretrained_dir: str,
+        base_resolution: int = 16,
+        channels: Sequence[int] = (16, 32, 32),
+        pretrain_steps: int = 1000,
+        pretrain_batch_size: int = 128,
+        pretrain_lr: float = 2e-3,
+        condition_dropout: float = 0.1,
+        bf16: bool = True,
+        seed: int = 0,
+    ):
+        if base_resolution < 8 or base_resolution % 4:
+            raise ValueError(f"model.base_resolution must be a multiple of 4 and >= 8, got {base_resolution}")
+        if len(channels) != 3 or any(c < 8 or c % 8 for c in channels):
+            raise ValueError(f"model.channels must be three multiples of 8, got {list(channels)}")
+        if pretrain_steps < 1 or pretrain_batch_size < 1 or pretrain_lr <= 0:
+            raise ValueError("model.pretrain_steps, pretrain_batch_size and pretrain_lr must be positive")
+        self.pretrained_dir = Path(pretrained_dir).expanduser()
+        self.settings = {
+            "base_resolution": base_resolution,
+            "channels": list(channels),
+            "pretrain_steps": pretrain_steps,
+            "pretrain_batch_size": pretrain_batch_size,
+            "pretrain_lr": pretrain_lr,
+            "condition_dropout": condition_dropout,
+            "seed": seed,
+        }
+        self.bf16, self.seed, self.condition_dropout = bf16, seed, condition_dropout
+
+    # ---- pretraining -------------------------------------------------------------------------------
+    def pretrain(self) -> Path:
+        """Train the initial model unless `pretrained_dir` already holds one made with the same settings."""
+        marker = self.pretrained_dir / "pretrain.json"
+        if marker.is_file():
+            saved = json.loads(marker.read_text())
+            if saved != self.settings:
+                raise ValueError(
+                    f"{self.pretrained_dir} was pretrained with {saved}, not {self.settings}: "
+                    "delete it or set model.pretrained_dir to another folder"
+                )
+            return self.pretrained_dir
+        s = self.settings
+        pl.seed_everything(self.seed, verbose=False)
+        unet = build_digits_unet(s["base_resolution"], tuple(s["channels"]))
+        scheduler = self._noise_schedule()
+        images, labels = digits_dataset(s["base_resolution"])
+        module = DenoisingModule(
+            unet, scheduler, images, {"class_labels": labels},
+            null_conditions={"class_labels": torch.tensor([NULL_CLASS])},
+            learning_rate=s["pretrain_lr"], weight_decay=0.0, batch_size=s["pretrain_batch_size"],
+            condition_dropout=s["condition_dropout"], seed=self.seed,
+        )
+        trainer = pl.Trainer(
+            max_steps=s["pretrain_steps"], precision="bf16-mixed" if self.bf16 else "32-true",
+            logger=False, enable_checkpointing=False, enable_model_summary=False,
+        )
+        trainer.fit(module)
+        with atomic_dir(self.pretrained_dir) as tmp:
+            unet.save_pretrained(tmp / "unet")
+            scheduler.save_pretrained(tmp / "scheduler")
+            atomic_write_text(tmp / "pretrain.json", json.dumps(self.settings, indent=1))
+        return self.pretrained_dir
+
+    @staticmethod
+    def _noise_schedule() -> DDPMScheduler:
+        # The cosine schedule suits small images: the linear one destroys them too early in the chain.
+        return DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", clip_sample=True)
+
+    def _load(self, checkpoint: Path | None) -> tuple[UNet2DModel, Any]:
+        if not (self.pretrained_dir / "pretrain.json").is_file():
+            raise FileNotFoundError(
+                f"no pretrained digits model in {self.pretrained_dir}: run pretrain() first "
+                "(task=diffusion_raft does it) or set model.pretrained_dir"
+            )
+        unet = UNet2DModel.from_pretrained(Path(checkpoint or self.pretrained_dir) / "unet")
+        scheduler = DDPMScheduler.from_pretrained(self.pretrained_dir / "scheduler")
+        return unet, scheduler
+
+    # ---- Policy interface --------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(
+        self, checkpoint: Path | None, prompts: Sequence[tuple[int, str]], sampler: DiffusionSampler, out_dir: Path
+    ) -> list[Sample]:
+        out_dir = Path(out_dir)
+        unet, noise_schedule = self._load(checkpoint)
+        unet.eval()
+        jobs = [(idx, prompt, j) for idx, prompt in prompts for j in range(sampler.K)]
+        samples: list[Sample] = []
+        bar = tqdm(total=len(jobs), desc=f"sample {out_dir.name}", unit="img")
+        for start in range(0, len(jobs), sampler.batch_size):
+            batch = jobs[start : start + sampler.batch_size]
+            labels = torch.tensor([digit_of_prompt(prompt) for _, prompt, _ in batch])
+            noise = torch.cat(
+                [torch.randn(1, 1, sampler.resolution, sampler.resolution,
+                             generator=sampler.generator(out_dir.name, idx, j)) for idx, _, j in batch]
+            )
+            step_noise = sampler.generator(out_dir.name, batch[0][0], -1 - batch[0][2])
+            pixels = self._denoise(unet, sampler.make_scheduler(noise_schedule.config), sampler, labels, noise, step_noise)
+            for (idx, prompt, j), image in zip(batch, pixels):
+                name = image_name(idx, j)
+                save_png(_to_pil(image), out_dir / name)
+                samples.append(Sample(prompt_idx=idx, prompt=prompt, response=name, sample_idx=j))
+            bar.update(len(batch))
+        bar.close()
+        return samples
+
+    def _denoise(self, unet, scheduler, sampler, labels, x, generator) -> torch.Tensor:
+        scheduler.set_timesteps(sampler.steps)
+        x = x * scheduler.init_noise_sigma
+        guided = sampler.guidance_scale != 1.0
+        class_labels = torch.cat([labels, torch.full_like(labels, NULL_CLASS)]) if guided else labels
+        for t in scheduler.timesteps:
+            inp = scheduler.scale_model_input(torch.cat([x, x]) if guided else x, t)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+                eps = unet(inp, t, class_labels=class_labels).sample.float()
+            if guided:
+                cond, uncond = eps.chunk(2)
+                eps = uncond + sampler.guidance_scale * (cond - uncond)
+            x = scheduler.step(eps, t, x, generator=generator).prev_sample
+        return x.clamp(-1, 1)
+
+    def finetune(
+        self,
+        checkpoint: Path | None,
+        samples: Sequence[Sample],
+        out_dir: Path,
+        module: Callable[..., Any],
+        trainer: Callable[..., Any],
+    ) -> None:
+        out_dir = Path(out_dir)
+        unet, noise_schedule = self._load(checkpoint)
+        unet.train()
+        stage = stage_dir_of(out_dir)
+        pixels = [_from_pil(open_image(s, stage)) for s in samples]
+        if len({p.shape for p in pixels}) > 1:
+            raise ValueError(f"selected images differ in size: {sorted({tuple(p.shape) for p in pixels})}")
+        labels = torch.tensor([digit_of_prompt(s.prompt) for s in samples])
+        lightning_module = module(
+            model=unet, noise_scheduler=noise_schedule, inputs=torch.stack(pixels),
+            conditions={"class_labels": labels}, null_conditions={"class_labels": torch.tensor([NULL_CLASS])},
+        )
+        trainer().fit(lightning_module)
+        unet.save_pretrained(out_dir / "unet")  # the loop hands a scratch folder and renames it when done
+
+    def response_for_reward(self, sample: Sample, stage_dir: Path) -> Image.Image:
+        return open_image(sample, stage_dir)
+
+
+def _to_pil(image: torch.Tensor) -> Image.Image:
+    array = ((image[0].float().cpu().numpy() + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
+    return Image.fromarray(array, mode="L")
+
+
+def _from_pil(image: Image.Image) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(image.convert("L"), dtype=np.float32) / 127.5 - 1).unsqueeze(0)

@@ -1,0 +1,247 @@
+"""Diffusion RAFT on tiny random-weight models built from configs (no downloads, CPU, well under 2 minutes)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+
+import numpy as np
+import open_clip
+import pytest
+import pytorch_lightning as pl
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from raft.diffusion.denoising_module import DenoisingModule
+from raft.diffusion.digits_policy import DigitsDiffusionPolicy
+from raft.diffusion.prompts import ClassNamePrompts, DigitPrompts
+from raft.diffusion.sampling import DiffusionSampler
+from raft.diffusion.stable_diffusion import LORA_FILE, MissingWeightsError, StableDiffusionPolicy
+from raft.loop import RaftLoop
+from raft.samples import read_samples
+from raft.rewards.image.aesthetic import AestheticReward, MLPAestheticHead
+from raft.rewards.image.clip_score import ClipScoreReward
+from raft.rewards.image.digit_classifier import DigitClassifierReward
+from raft.rewards.image.jpeg import JpegCompressibilityReward
+from raft.selection import LocalRanking
+
+TRAINER = functools.partial(pl.Trainer, max_steps=2, max_epochs=None, logger=False, enable_checkpointing=False,
+                            enable_progress_bar=False, enable_model_summary=False)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models on shared CPU cores run far faster on one thread than on several competing ones."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def build_tiny_sd(folder):
+    """A complete Stable Diffusion folder with random weights: CLIP text encoder, VAE, cross-attention UNet."""
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    torch.manual_seed(0)
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for c in "abcdefghijklmnopqrstuvwxyz0123456789":  # a character-level BPE vocabulary, no merges
+        vocab[c], vocab[c + "</w>"] = len(vocab), len(vocab) + 1
+    (folder / "tok").mkdir(parents=True)
+    (folder / "tok/vocab.json").write_text(json.dumps(vocab))
+    (folder / "tok/merges.txt").write_text("#version: 0.2\n")
+    tokenizer = CLIPTokenizer(str(folder / "tok/vocab.json"), str(folder / "tok/merges.txt"), model_max_length=16)
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(vocab), hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+        max_position_embeddings=16, bos_token_id=0, eos_token_id=1, pad_token_id=1))
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32, attention_head_dim=8, norm_num_groups=8)
+    vae = AutoencoderKL(block_out_channels=(16, 32), latent_channels=4, norm_num_groups=8,
+                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2)
+    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                              set_alpha_to_one=False, steps_offset=1)
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    pipe.save_pretrained(folder / "sd")
+    return folder / "sd"
+
+
+@pytest.fixture(scope="module")
+def tiny_sd(tmp_path_factory):
+    return build_tiny_sd(tmp_path_factory.mktemp("tiny_sd"))
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    """A tiny OpenCLIP architecture from a config dict, its random weights saved as a checkpoint file."""
+    folder = tmp_path_factory.mktemp("tiny_clip")
+    config = {"embed_dim": 16,
+              "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
+              "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+    (folder / "raft-tiny-clip.json").write_text(json.dumps(config))
+    open_clip.add_model_config(folder / "raft-tiny-clip.json")
+    torch.manual_seed(0)
+    torch.save(open_clip.create_model("raft-tiny-clip").state_dict(), folder / "tiny_clip.pt")
+    return {"model": "raft-tiny-clip", "pretrained": str(folder / "tiny_clip.pt"),
+            "model_config": str(folder / "raft-tiny-clip.json"), "folder": folder}
+
+
+def sd_sampler(**kw):
+    return DiffusionSampler(**{"K": 3, "steps": 2, "guidance_scale": 2.0, "resolution": 16, "batch_size": 4, **kw})
+
+
+def lora_up_norm(folder) -> float:
+    state = load_file(folder / LORA_FILE)
+    return sum(v.abs().sum().item() for k, v in state.items() if "lora" in k and ("up" in k or "lora_B" in k))
+
+
+def test_sd_raft_iteration_end_to_end(tiny_sd, tmp_path):
+    policy = StableDiffusionPolicy(str(tiny_sd), dtype="float32", lora_rank=2)
+    module = functools.partial(DenoisingModule, learning_rate=1e-2, batch_size=2)
+    loop = RaftLoop(policy, JpegCompressibilityReward(), sd_sampler(), LocalRanking(), module, TRAINER, tmp_path,
+                    iterations=1, batch_size=2, track_kl=False)
+    history = loop.run(["a cat", "a dog"])
+    stage = tmp_path / "iter_000"
+    scored = [json.loads(line) for line in (stage / "scored.jsonl").read_text().splitlines()]
+    assert len(scored) == 6 and all(math.isfinite(s["reward"]) for s in scored)
+    assert all((stage / s["response"]).is_file() for s in scored)
+    selected = [json.loads(line) for line in (stage / "selected.jsonl").read_text().splitlines()]
+    assert len(selected) == 2  # best of K per prompt
+    for s in selected:
+        assert s["reward"] == max(x["reward"] for x in scored if x["prompt_idx"] == s["prompt_idx"])
+    # LoRA's up-projections start at zero: any non-zero entry means fine-tuning changed the adapter.
+    assert lora_up_norm(stage / "checkpoint") > 0
+    assert history[0]["best_of_k_reward"] >= history[0]["policy_reward"]
+
+
+def test_lora_save_load_round_trip(tiny_sd, tmp_path):
+    from peft.utils import get_peft_model_state_dict
+
+    policy = StableDiffusionPolicy(str(tiny_sd), dtype="float32", lora_rank=2)
+    pipe = policy._with_lora(policy._pipeline(torch.float32), None)
+    with torch.no_grad():
+        for name, p in pipe.unet.named_parameters():
+            if "lora_B" in name:
+                p.normal_()
+    saved = {k: v.clone() for k, v in get_peft_model_state_dict(pipe.unet).items()}
+    policy.save_lora(pipe.unet, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [LORA_FILE]  # only the adapter is saved
+    reloaded = get_peft_model_state_dict(policy._with_lora(policy._pipeline(torch.float32), tmp_path).unet)
+    assert saved.keys() == reloaded.keys()
+    assert all(torch.equal(saved[k], reloaded[k]) for k in saved)
+    # a checkpoint changes what the policy samples
+    without = policy.sample(None, [(0, "a cat")], sd_sampler(K=1), tmp_path / "a" / "same")
+    with_lora = policy.sample(tmp_path, [(0, "a cat")], sd_sampler(K=1), tmp_path / "b" / "same")
+    a = np.asarray(policy.response_for_reward(without[0], tmp_path / "a" / "same"))
+    b = np.asarray(policy.response_for_reward(with_lora[0], tmp_path / "b" / "same"))
+    assert not np.array_equal(a, b)
+
+
+def test_sd_resolution_and_sampler_validation(tiny_sd, tmp_path):
+    policy = StableDiffusionPolicy(str(tiny_sd), dtype="float32")
+    samples = policy.sample(None, [(3, "a ship")], sd_sampler(K=2, resolution=24, scheduler="euler"), tmp_path)
+    assert [(s.prompt_idx, s.sample_idx) for s in samples] == [(3, 0), (3, 1)]
+    assert policy.response_for_reward(samples[0], tmp_path).size == (24, 24)
+    for bad in ({"resolution": 20}, {"K": 0}, {"steps": 0}, {"scheduler": "nope"}, {"guidance_scale": 0.5}):
+        with pytest.raises(ValueError, match="sampler"):
+            sd_sampler(**bad)
+
+
+def test_missing_sd_weights_fail_at_once_with_instructions(tmp_path, monkeypatch):
+    with pytest.raises(MissingWeightsError, match=r"model\.name_or_path=/path/to/stable-diffusion-v1-5"):
+        StableDiffusionPolicy(str(tmp_path / "no-such-folder"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    with pytest.raises(MissingWeightsError, match="HF_HUB_OFFLINE.*hub id with internet"):
+        StableDiffusionPolicy("sd15")
+
+
+def random_images(n, size=24, mode="RGB"):
+    rng = np.random.default_rng(0)
+    shape = (size, size, 3) if mode == "RGB" else (size, size)
+    return [Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8), mode=mode) for _ in range(n)]
+
+
+def test_image_rewards_give_one_finite_score_per_image(tiny_clip, tmp_path):
+    prompts = ["a cat 3", "a dog 5", "digit 3"]  # digits at the end for the digit classifier
+    images = random_images(3)
+    clip = ClipScoreReward(model=tiny_clip["model"], pretrained=tiny_clip["pretrained"],
+                           model_config=tiny_clip["model_config"], device="cpu", batch_size=2)
+    torch.manual_seed(0)
+    heads = {"v1": torch.nn.Linear(16, 1), "v2": MLPAestheticHead(16)}
+    rewards = [clip, DigitClassifierReward(), JpegCompressibilityReward(quality=80)]
+    for name, head in heads.items():
+        torch.save(head.state_dict(), tmp_path / f"{name}.pth")
+        rewards.append(AestheticReward(head_path=str(tmp_path / f"{name}.pth"), head=name, clip_model=tiny_clip["model"],
+                                       clip_pretrained=tiny_clip["pretrained"], device="cpu"))
+    for reward in rewards:
+        scores = reward(prompts, images)
+        reward.close()
+        assert len(scores) == 3 and all(math.isfinite(s) for s in scores), type(reward).__name__
+    assert all(0 <= s <= 1 for s in DigitClassifierReward()(prompts, images))
+    assert all(-100 <= s <= 100 for s in clip(prompts, images))
+
+
+def test_image_rewards_name_what_is_missing(tiny_clip):
+    with pytest.raises(ValueError, match="reward.head_path=/path/to/it"):
+        AestheticReward(head_path=None)
+    with pytest.raises(ValueError, match="reward.pretrained is required"):
+        ClipScoreReward(model=tiny_clip["model"], pretrained=None)
+    with pytest.raises(ValueError, match="no such checkpoint file"):
+        ClipScoreReward(model=tiny_clip["model"], pretrained="/no/such/clip.pt")
+    with pytest.raises(ValueError, match="ending in a digit"):
+        DigitClassifierReward()(["a cat"], random_images(1))
+
+
+def test_digit_reward_recognises_real_digits():
+    """On scikit-learn's digits the MNIST CNN should mostly name the right digit (no hard-coded score)."""
+    from raft.diffusion.digits_model import digits_dataset
+
+    pixels, labels = digits_dataset(16)
+    images = [Image.fromarray(((p[0].numpy() + 1) * 127.5).astype(np.uint8), mode="L") for p in pixels[:200]]
+    right = DigitClassifierReward()([f"digit {int(d)}" for d in labels[:200]], images)
+    wrong = DigitClassifierReward()([f"digit {(int(d) + 1) % 10}" for d in labels[:200]], images)
+    assert np.mean(right) > 0.5 > np.mean(wrong)
+
+
+def tiny_digits_policy(folder, **kw):
+    return DigitsDiffusionPolicy(str(folder), base_resolution=8, channels=(8, 16, 16), pretrain_steps=3,
+                                 pretrain_batch_size=16, bf16=False, **kw)
+
+
+def test_digits_policy_pretrain_and_one_raft_iteration(tmp_path):
+    policy = tiny_digits_policy(tmp_path / "pretrained")
+    policy.pretrain()
+    assert (tmp_path / "pretrained" / "pretrain.json").is_file()
+    policy.pretrain()  # already there: no-op
+    with pytest.raises(ValueError, match="delete it or set model.pretrained_dir"):
+        tiny_digits_policy(tmp_path / "pretrained", seed=1).pretrain()
+    sampler = DiffusionSampler(K=3, steps=2, guidance_scale=2.0, resolution=16, batch_size=4)
+    module = functools.partial(DenoisingModule, learning_rate=1e-2, batch_size=2)
+    loop = RaftLoop(policy, DigitClassifierReward(), sampler, LocalRanking(), module, TRAINER, tmp_path / "run",
+                    iterations=1, batch_size=2, track_kl=False)
+    loop.run(DigitPrompts(in_domain=[1, 7]).prompts("train"))
+    stage = tmp_path / "run" / "iter_000"
+    image = policy.response_for_reward(read_samples(stage / "samples.jsonl")[0], stage)
+    assert image.size == (16, 16) and image.mode == "L"  # sampled above the 8x8 training resolution
+    from diffusers import UNet2DModel
+
+    before = UNet2DModel.from_pretrained(tmp_path / "pretrained" / "unet").state_dict()
+    after = UNet2DModel.from_pretrained(stage / "checkpoint" / "unet").state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_prompt_sources():
+    data = DigitPrompts(in_domain=[0, 1], out_of_domain=[9], repeats=2)
+    assert data.prompts("train") == ["digit 0", "digit 1", "digit 0", "digit 1"]
+    assert data.prompts("test") == ["digit 9"] and data.references("test") is None and data.chat is False
+    cifar = ClassNamePrompts(template="a photo of a {}")
+    assert len(cifar.prompts("train")) == 10 and len(cifar.prompts("test")) == 100
+    assert cifar.prompts("train")[0] == "a photo of a airplane"
+    with pytest.raises(ValueError, match="data split"):
+        data.prompts("valid")
