@@ -245,3 +245,35 @@ def test_prompt_sources():
     assert cifar.prompts("train")[0] == "a photo of a airplane"
     with pytest.raises(ValueError, match="data split"):
         data.prompts("valid")
+
+
+def test_diffusion_task_from_config_writes_table_and_grids(tmp_path):
+    """task=diffusion_raft built by Hydra from the digits preset, shrunk: pretrain, evaluate, RAFT, report."""
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    import raft.resolvers  # noqa: F401
+    from raft.main import CONFIG_DIR
+
+    overrides = [
+        "experiment=digits_alignment", f"task.output_dir={tmp_path / 'run'}",
+        f"model.pretrained_dir={tmp_path / 'pretrained'}", "model.base_resolution=8", "model.channels=[8,16,16]",
+        "model.pretrain_steps=3", "model.pretrain_batch_size=16", "model.bf16=false",
+        "sampler.K=2", "sampler.steps=2", "sampler.resolution=8", "sampler.batch_size=8",
+        "data.in_domain=[1,2]", "data.out_of_domain=[3]", "trainer.max_steps=2", "trainer.precision=32-true",
+        "+trainer.enable_progress_bar=false", "task.iterations=1", "task.batch_size=4",
+        "task.eval_samples_per_prompt=2", "task.grid_samples=2",
+    ]
+    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    result = instantiate(cfg.task, _convert_="all").run()
+    run = tmp_path / "run"
+    for split in ("in_domain", "out_of_domain"):
+        for when in ("before", "after"):
+            stats = result[when][split]["DigitClassifierReward"]
+            assert stats["n"] == (4 if split == "in_domain" else 2) and 0 <= stats["mean"] <= 1
+        with Image.open(run / f"grid_{split}.png") as grid:
+            assert grid.width > 2 * grid.height // 2  # before and after side by side
+    table = (run / "table.md").read_text()
+    assert "in-domain before" in table and "DigitClassifierReward" in table and "±" in table
+    assert (run / "iter_000" / "metrics.json").is_file()
