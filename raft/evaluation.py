@@ -13,6 +13,8 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
+import torch
+
 from raft.atomic import atomic_write_text
 from raft.metrics.diversity import diversity_report
 from raft.samples import Sample, read_samples, write_samples
@@ -21,7 +23,8 @@ TEXT_KEYS = ("msttr_100", "distinct_1", "distinct_2", "unique_1", "unique_2", "l
 
 
 class Evaluator:
-    def __init__(self, reward: Any, sampler: Any, n_prompts: int | None = None, best_of_k: int = 0, every: int = 1):
+    def __init__(self, reward: Any, sampler: Any, n_prompts: int | None = None, best_of_k: int = 0, every: int = 1,
+                 seed: int = 0):
         if n_prompts is not None and n_prompts < 1:
             raise ValueError(f"evaluator.n_prompts must be >= 1 or null (all), got {n_prompts}")
         if best_of_k < 0:
@@ -29,7 +32,7 @@ class Evaluator:
         if every < 1:
             raise ValueError(f"evaluator.every must be >= 1 (evaluate every N iterations), got {every}")
         self.reward, self.sampler, self.n_prompts = reward, sampler, n_prompts
-        self.best_of_k, self.every = best_of_k, every
+        self.best_of_k, self.every, self.seed = best_of_k, every, seed
 
     def due(self, iteration: int) -> bool:
         """Whether the loop evaluates after iteration `iteration` (0-based)."""
@@ -67,6 +70,7 @@ class Evaluator:
             return read_samples(path)
         out_dir.mkdir(parents=True, exist_ok=True)
         sampler = dataclasses.replace(self.sampler, K=k)
+        torch.manual_seed(self.seed)  # the same random stream for every checkpoint: a paired before/after
         samples = policy.sample(checkpoint, list(enumerate(prompts)), sampler, out_dir)
         responses = [policy.response_for_reward(s, out_dir) for s in samples]
         for s, r in zip(samples, self.reward([s.prompt for s in samples], responses)):
