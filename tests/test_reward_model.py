@@ -79,6 +79,11 @@ def test_training_lowers_loss_and_scores_survive_save_load(tiny_backbone, tmp_pa
     reward = TrainedRewardModel(str(tmp_path / "rm"), batch_size=2, baseline=0.5)
     loaded = reward([p.prompt for p in PAIRS], [p.chosen for p in PAIRS])
     assert loaded == pytest.approx([c - 0.5 for c in chosen], abs=1e-4)
+    # A plain request (chat-style data) is scored in the dialogue layout the model was trained on.
+    plain = reward(["How was your day?"], [PAIRS[0].chosen])
+    assert plain == pytest.approx(loaded[:1], abs=1e-4)
+    raw = TrainedRewardModel(str(tmp_path / "rm"), wrap_plain_prompts=False)(["How was your day?"], [PAIRS[0].chosen])
+    assert raw != pytest.approx(plain, abs=1e-6)
     reward.close()
 
 

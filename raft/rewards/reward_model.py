@@ -5,9 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from raft.data.preference_pairs import ASSISTANT
 from raft.modules.reward_model import DTYPES, META_FILE, format_texts, load_reward_model, score_texts
 from raft.rewards.base import Reward
 from raft.rewards.hf_classifier import pick_device
+
+
+def as_dialogue(prompt: str) -> str:
+    """A plain user request (chat-style data) in the HH-RLHF layout that reward models are trained on."""
+    return prompt if ASSISTANT in prompt else f"\n\nHuman: {prompt.strip()}{ASSISTANT}"
 
 
 class TrainedRewardModel(Reward):
@@ -15,7 +21,7 @@ class TrainedRewardModel(Reward):
     RAFT's ranking ignores it, PPO's stability does not."""
 
     def __init__(self, path: str, batch_size: int = 16, max_length: int | None = None, baseline: float = 0.0,
-                 dtype: str = "float32", device: str | None = None):
+                 dtype: str = "float32", device: str | None = None, wrap_plain_prompts: bool = True):
         folder = Path(path).expanduser()
         if not (folder / META_FILE).is_file():
             raise ValueError(f"reward.path={path!r} is not a reward model saved by task=reward_model "
@@ -28,12 +34,15 @@ class TrainedRewardModel(Reward):
             raise ValueError(f"reward.dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
         self.path, self.batch_size, self.max_length = folder, batch_size, max_length
         self.baseline, self.dtype, self.device = float(baseline), dtype, device
+        self.wrap_plain_prompts = wrap_plain_prompts
         self._model = self._tokenizer = self._meta = None
 
     def score_batch(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
         if self._model is None:
             model, self._tokenizer, self._meta = load_reward_model(self.path, self.dtype)
             self._model = model.to(pick_device(self.device))
+        if self.wrap_plain_prompts:
+            prompts = [as_dialogue(p) for p in prompts]
         texts = format_texts(prompts, responses, self._meta["text_template"])
         max_length = self.max_length or self._meta["max_length"]
         scores = score_texts(self._model, self._tokenizer, texts, self.batch_size, max_length)
