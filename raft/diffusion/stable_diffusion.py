@@ -51,7 +51,7 @@ class StableDiffusionPolicy(Policy):
         lora_alpha: float | None = None,
         lora_dropout: float = 0.0,
         lora_targets: Sequence[str] = ("to_q", "to_k", "to_v", "to_out.0"),
-        dtype: str = "float16",
+        dtype: str = "auto",
         device: str = "auto",
         seed: int = 0,
     ):
@@ -59,16 +59,18 @@ class StableDiffusionPolicy(Policy):
             raise ValueError(f"model.lora_rank must be >= 1, got {lora_rank}")
         if not 0 <= lora_dropout < 1:
             raise ValueError(f"model.lora_dropout must be in [0, 1), got {lora_dropout}")
-        if dtype not in DTYPES:
-            raise ValueError(f"model.dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        if dtype != "auto" and dtype not in DTYPES:
+            raise ValueError(f"model.dtype must be auto or one of {sorted(DTYPES)}, got {dtype!r}")
         if not lora_targets:
             raise ValueError("model.lora_targets must name at least one UNet layer")
         self.name_or_path = ALIASES.get(name_or_path, name_or_path)
         self.lora_rank, self.lora_dropout = lora_rank, lora_dropout
         self.lora_alpha = lora_alpha if lora_alpha is not None else lora_rank
         self.lora_targets = list(lora_targets)
-        self.dtype = DTYPES[dtype]
         self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        if dtype == "auto":  # half precision on GPUs; CPUs lack fast float16 kernels
+            dtype = "float16" if self.device.startswith("cuda") else "float32"
+        self.dtype = DTYPES[dtype]
         self.seed = seed
         self._check_weights_reachable()
 

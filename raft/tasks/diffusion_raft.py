@@ -114,7 +114,7 @@ class DiffusionRaftTask:
             return
         left, right = halves
         gap = max(4, left.width // 40)
-        grid = Image.new(left.mode, (left.width + gap + right.width, max(left.height, right.height)), 128)
+        grid = Image.new("RGB", (left.width + gap + right.width, max(left.height, right.height)), (255, 255, 255))
         grid.paste(left, (0, 0))
         grid.paste(right, (left.width + gap, 0))
         save_png(grid, self.run_dir / f"grid_{split}.png")
