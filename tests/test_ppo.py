@@ -339,9 +339,9 @@ def test_ppo_config_composes_and_builds(tmp_path):
 
     overrides = ["task=ppo", "model=tiny", f"task.output_dir={tmp_path}", "task.iterations=2"]
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=overrides + ["module=ppo"])
+        cfg = compose("config", overrides=overrides)  # task=ppo brings module=ppo itself
         task = instantiate(cfg.task, _convert_="all")
         assert isinstance(task, PPOTask) and task.sampler.K == 1 and task.iterations == 2
         assert cfg.module.lr == 1e-5 and cfg.module.lora_rank == 16 and cfg.module.lam == 0.95
         with pytest.raises(Exception, match="task=ppo needs module=ppo"):
-            instantiate(compose("config", overrides=overrides).task, _convert_="all")
+            instantiate(compose("config", overrides=overrides + ["module=sft"]).task, _convert_="all")
