@@ -22,6 +22,7 @@ import torch
 from raft.atomic import atomic_dir, atomic_write_text
 from raft.filters import apply_filters
 from raft.policies.base import Policy
+from raft.resources import peak_memory
 from raft.rewards.base import Reward
 from raft.samples import Sample, read_samples, write_samples
 
@@ -60,7 +61,7 @@ class RaftLoop:
             return json.loads(done.read_text())
         started = time.time()
         checkpoint = self.checkpoint(t - 1)
-        batch = self.prompt_batch(t, prompts)
+        batch = prompt_batch(prompts, t, self.batch_size, self.seed)
         # 1. sample K responses per prompt (from a teacher when one is given: distillation)
         source, source_ckpt = (self.teacher, None) if self.teacher else (self.policy, checkpoint)
         torch.manual_seed(self.seed * 1_000 + t)
@@ -77,6 +78,7 @@ class RaftLoop:
             release_memory()
         metrics = self.metrics(t, scored, selected, stage, eval_prompts, eval_references)
         metrics["wall_time_s"] = round(time.time() - started, 1)
+        metrics.update(peak_memory())
         atomic_write_text(done, json.dumps(metrics, indent=2))
         log.info("iteration %d/%d: policy reward %.3f | best-of-K %.3f | selected distinct-2 %.3f, length %.1f | %.0f s",
                  t + 1, self.iterations, metrics["policy_reward"], metrics["best_of_k_reward"],
@@ -84,7 +86,7 @@ class RaftLoop:
                  metrics["wall_time_s"])
         if self.tracker is not None:
             self.tracker.log_iteration(metrics, selected)
-        self.prune_checkpoints(t)
+        prune_checkpoints(self.checkpoint_dir, t, self.keep_checkpoints)
         return metrics
 
     # -- stages --------------------------------------------------------------------------------
@@ -148,14 +150,6 @@ class RaftLoop:
             metrics.update({f"eval_{k}": v for k, v in result.items()})
         return metrics
 
-    def prompt_batch(self, t: int, prompts: Sequence[str]) -> list[tuple[int, str]]:
-        """The paper's D_t: b prompts per iteration, walking a seeded permutation (keyed by index)."""
-        order = list(range(len(prompts)))
-        random.Random(self.seed).shuffle(order)
-        start = t * self.batch_size
-        picked = [order[(start + i) % len(order)] for i in range(min(self.batch_size, len(order)))]
-        return [(i, prompts[i]) for i in picked]
-
     def checkpoint_dir(self, t: int) -> Path:
         return self.run_dir / f"iter_{t:03d}" / "checkpoint"
 
@@ -166,15 +160,6 @@ class RaftLoop:
     def last_checkpoint(self) -> Path | None:
         return self.checkpoint(self.iterations - 1)
 
-    def prune_checkpoints(self, t: int) -> None:
-        """Keep the newest `keep_checkpoints` (full models are large); the newest is all resume needs."""
-        if self.keep_checkpoints <= 0:
-            return
-        for old in range(t - self.keep_checkpoints, -1, -1):
-            path = self.checkpoint_dir(old)
-            if not path.exists():
-                break
-            shutil.rmtree(path)
 
 
 def mean(values: Sequence[float]) -> float:
@@ -185,3 +170,32 @@ def release_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+def prompt_batch(prompts: Sequence[str], t: int, batch_size: int, seed: int) -> list[tuple[int, str]]:
+    """The paper's D_t: b prompts per iteration, walking a seeded permutation (keyed by index)."""
+    order = list(range(len(prompts)))
+    random.Random(seed).shuffle(order)
+    start = t * batch_size
+    picked = [order[(start + i) % len(order)] for i in range(min(batch_size, len(order)))]
+    return [(i, prompts[i]) for i in picked]
+
+
+def prune_checkpoints(checkpoint_dir: Callable[[int], Path], t: int, keep: int) -> None:
+    """Keep the newest `keep` checkpoints (0 = all; full models are large); resuming needs only the newest."""
+    if keep <= 0:
+        return
+    for old in range(t - keep, -1, -1):
+        if not checkpoint_dir(old).exists():
+            break
+        shutil.rmtree(checkpoint_dir(old))
+
+
+def training_cost(history: Sequence[dict]) -> dict:
+    """What producing the final policy cost: summed iteration wall time and the peak memory seen."""
+    cost = {"wall_time_s": round(sum(h.get("wall_time_s", 0.0) for h in history), 1)}
+    for key in ("peak_rss_mb", "peak_gpu_memory_mb"):
+        peaks = [h[key] for h in history if key in h]
+        if peaks:
+            cost[key] = max(peaks)
+    return cost

@@ -70,11 +70,22 @@ def _parse_overrides(overrides: list[str]) -> dict[str, str]:
     return parsed
 
 
-def read_run(path: Path) -> Run:
-    config = _read_yaml(path / ".hydra" / "config.yaml") or {}
-    overrides = _read_yaml(path / ".hydra" / "overrides.yaml")
+def hydra_home(path: Path, root: Path) -> Path:
+    """The folder whose .hydra/ describes `path`: itself, or the pipeline run it is a stage of."""
+    for folder in (path, *path.parents):
+        if (folder / ".hydra").is_dir() or folder == root:
+            return folder
+    return path
+
+
+def read_run(path: Path, root: Path | None = None) -> Run:
+    home = hydra_home(path, root or path)
+    config = _read_yaml(home / ".hydra" / "config.yaml") or {}
+    overrides = _read_yaml(home / ".hydra" / "overrides.yaml")
     flat_config = _flatten(config) if isinstance(config, dict) else {}
     chosen = _parse_overrides(overrides) if overrides is not None else flat_config
+    if home != path:  # a pipeline stage (raft/, ppo/): the stage is part of its configuration
+        chosen = {"stage": path.relative_to(home).as_posix(), **chosen}
     settings = {k: v for k, v in chosen.items() if not _is_seed(k)}
     seed = next((v for k, v in chosen.items() if _is_seed(k)), flat_config.get("seed"))
     model = flat_config.get("model.name_or_path") or chosen.get("model") or "initial model"
@@ -98,7 +109,7 @@ def find_runs(root: str | Path) -> list[Run]:
     root = Path(root)
     folders = {p.parent for name in ("metrics.csv", "evaluation.json") for p in root.rglob(name)}
     visible = [f for f in folders if not any(part.startswith(".") for part in f.relative_to(root).parts)]
-    return [read_run(f) for f in sorted(visible)]
+    return [read_run(f, root) for f in sorted(visible)]
 
 
 def _natural(value: str | None) -> tuple:

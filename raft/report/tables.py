@@ -14,12 +14,17 @@ from raft.report.collect import Group
 COLUMNS = [("reward", "Reward", 3), ("ppl", "PPL", 3), ("msttr_100", "MSTTR-100", 3), ("distinct_1", "Distinct-1", 3),
            ("distinct_2", "Distinct-2", 3), ("unique_1", "Unique-1", 0), ("unique_2", "Unique-2", 0),
            ("length", "Length", 1), ("n", "n", 0)]
+# Cost columns (PPO vs RAFT: time and the memory argument), shown when some run recorded them.
+COST_COLUMNS = [("wall_time_s", "Train time (s)", 0), ("peak_rss_mb", "Peak RSS (MiB)", 0),
+                ("peak_gpu_memory_mb", "Peak GPU (MiB)", 0)]
 SOURCE_MARKS = {"evaluation.json": "", "metrics.csv": " *", "training reward": " †"}
 NOTES = [
     "Mean ± sample standard deviation (n-1) over seeds where a configuration has several.",
     "Unique-1/Unique-2 count the n-grams that occur exactly once among the n evaluated responses "
     "(column n): compare them only at equal n.",
     "`start` rows evaluate the starting checkpoint; the others the policy after the last RAFT iteration. "
+    "Train time sums the iterations (sampling, scoring, fine-tuning); Peak RSS is the training process's "
+    "high-water mark during them. "
     "* = from the last row of metrics.csv (no evaluation.json); † = no held-out reward, training-prompt reward.",
 ]
 
@@ -46,14 +51,16 @@ def build_rows(groups: list[Group]) -> list[Row]:
     for model, by_seed in starts.items():
         befores = list(by_seed.values())
         rows.append(Row(f"start: {model}", "start",
-                        {key: _finite(b.get(key) for b in befores) for key, _, _ in COLUMNS}, len(befores)))
+                        {key: _finite(b.get(key) for b in befores) for key, _, _ in COLUMNS + COST_COLUMNS},
+                        len(befores)))
     for group in groups:
         afters = [run.after for run in group.runs if run.after]
         if not afters:
             continue
         marks = "".join(sorted({SOURCE_MARKS[run.after_source] for run in group.runs if run.after}))
         rows.append(Row(group.label + marks, "after",
-                        {key: _finite(a.get(key) for a in afters) for key, _, _ in COLUMNS}, len(afters)))
+                        {key: _finite(a.get(key) for a in afters) for key, _, _ in COLUMNS + COST_COLUMNS},
+                        len(afters)))
     return rows
 
 
@@ -76,11 +83,17 @@ def _cell(values: list[float], decimals: int, pm: str, key: str = "") -> str:
     return f"{mean:.{decimals}f}{pm}{std:.{decimals}f}"
 
 
+def columns(rows: list[Row]) -> list[tuple[str, str, int]]:
+    """The paper's columns, plus the cost columns that some row has values for."""
+    return COLUMNS + [c for c in COST_COLUMNS if any(row.values.get(c[0]) for row in rows)]
+
+
 def markdown_table(rows: list[Row]) -> str:
-    header = ["Configuration", "Seeds"] + [title for _, title, _ in COLUMNS]
+    shown = columns(rows)
+    header = ["Configuration", "Seeds"] + [title for _, title, _ in shown]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" + "---:|" * (len(header) - 1)]
     for row in rows:
-        cells = [row.label, str(row.seeds)] + [_cell(row.values[k], d, " ± ", k) for k, _, d in COLUMNS]
+        cells = [row.label, str(row.seeds)] + [_cell(row.values[k], d, " ± ", k) for k, _, d in shown]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines + [""] + [f"{note}" for note in NOTES]) + "\n"
 
@@ -88,9 +101,10 @@ def markdown_table(rows: list[Row]) -> str:
 def csv_table(rows: list[Row]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["configuration", "stage", "seeds"] + [f"{k}_{s}" for k, _, _ in COLUMNS for s in ("mean", "std")])
+    shown = columns(rows)
+    writer.writerow(["configuration", "stage", "seeds"] + [f"{k}_{s}" for k, _, _ in shown for s in ("mean", "std")])
     for row in rows:
-        stats = [mean_std(row.values[k]) for k, _, _ in COLUMNS]
+        stats = [mean_std(row.values[k]) for k, _, _ in shown]
         writer.writerow([row.label, row.stage, row.seeds] +
                         [x for mean, std in stats for x in (mean, "" if std is None else std)])
     return out.getvalue()
@@ -104,12 +118,13 @@ def _latex_escape(text: str) -> str:
 
 
 def latex_table(rows: list[Row]) -> str:
-    header = ["Configuration", "Seeds"] + [title for _, title, _ in COLUMNS]
+    shown = columns(rows)
+    header = ["Configuration", "Seeds"] + [title for _, title, _ in shown]
     lines = [r"% needs \usepackage{booktabs}", r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}", r"\toprule",
              " & ".join(header) + r" \\", r"\midrule"]
     for row in rows:
         cells = [_latex_escape(row.label), str(row.seeds)] + [
-            _cell(row.values[k], d, r" $\pm$ ", k) for k, _, d in COLUMNS]
+            _cell(row.values[k], d, r" $\pm$ ", k) for k, _, d in shown]
         lines.append(" & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", ""]
     return "\n".join(lines)

@@ -10,8 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import resource
-import shutil
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -21,10 +19,11 @@ import pytorch_lightning as pl
 import torch
 
 from raft.atomic import atomic_dir, atomic_write_text
-from raft.loop import RaftLoop, mean, release_memory
+from raft.loop import mean, prompt_batch, prune_checkpoints, release_memory, training_cost
 from raft.metrics.diversity import distinct_n, duplicate_share, mean_length, msttr
 from raft.modules.ppo import PPOModule
 from raft.ppo.generation import sample_token_ids
+from raft.resources import peak_memory, reset_peak_memory
 from raft.samples import Sample, write_samples
 from raft.tasks.summary import plot_run, print_before_after
 from raft.tracking import Tracker
@@ -58,6 +57,7 @@ class PPOTask:
     # -- the run -------------------------------------------------------------------------------
     def run(self) -> dict:
         pl.seed_everything(self.seed, workers=True, verbose=False)
+        reset_peak_memory()  # this task's own peak, also inside a pipeline
         # metrics.csv comes from the tracker, as for RAFT; without a logger config, a CSV-only one
         tracker = self.logger(run_dir=self.run_dir) if self.logger else Tracker(self.run_dir)
         train_prompts = self.data.prompts("train")
@@ -77,6 +77,7 @@ class PPOTask:
         release_memory()
         after = {k[5:]: v for k, v in history[-1].items() if k.startswith("eval_")} or \
             self.evaluate(self.checkpoint_dir(self.iterations - 1), test_prompts, references, self.run_dir / "eval_after")
+        after = {**after, **training_cost(history)}
         atomic_write_text(self.run_dir / "evaluation.json", json.dumps({"before": before, "after": after}, indent=2))
         tracker.close()
         plot_run(history, self.run_dir / "reward_curve.png")
@@ -97,7 +98,7 @@ class PPOTask:
         stage = self.stage_dir(t)
         device = self.policy.device
         ppo.to(device).eval()  # Lightning's teardown leaves the module on the CPU
-        batch = RaftLoop.prompt_batch(self, t, prompts)  # the same seeded prompt walk as RAFT's D_t
+        batch = prompt_batch(prompts, t, self.batch_size, self.seed)  # the same prompt walk as RAFT's D_t
         torch.manual_seed(self.seed * 100003 + t)  # a resumed iteration samples the same responses
 
         texts = [self.policy.format_prompt(tokenizer, p) for _, p in batch]
@@ -136,7 +137,7 @@ class PPOTask:
         metrics.update(peak_memory())
         atomic_write_text(stage / "metrics.json", json.dumps(metrics, indent=2))
         tracker.log_iteration(metrics, samples)
-        self.prune_checkpoints(t)
+        prune_checkpoints(self.checkpoint_dir, t, self.keep_checkpoints)
         return metrics
 
     # -- bookkeeping ---------------------------------------------------------------------------
@@ -163,14 +164,6 @@ class PPOTask:
     def checkpoint_dir(self, t: int) -> Path:
         return self.stage_dir(t) / "checkpoint"
 
-    def prune_checkpoints(self, t: int) -> None:
-        """Keep the newest `keep_checkpoints` (0 = all); resuming needs only the newest."""
-        if self.keep_checkpoints <= 0:
-            return
-        for old in range(t - self.keep_checkpoints, -1, -1):
-            if not self.checkpoint_dir(old).exists():
-                break
-            shutil.rmtree(self.checkpoint_dir(old))
 
 
 def autocast(device: torch.device, precision: str):
@@ -181,10 +174,3 @@ def autocast(device: torch.device, precision: str):
         return torch.autocast("cuda", dtype=torch.float16)
     return nullcontext()
 
-
-def peak_memory() -> dict[str, float]:
-    """High-water marks of this process so far: resident memory (MiB) and, on a GPU, allocated memory."""
-    out = {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}  # KiB on Linux
-    if torch.cuda.is_available():
-        out["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    return out

@@ -10,7 +10,8 @@ from typing import Any, Callable, Sequence
 import pytorch_lightning as pl
 
 from raft.atomic import atomic_write_text
-from raft.loop import RaftLoop
+from raft.loop import RaftLoop, training_cost
+from raft.resources import reset_peak_memory
 from raft.tasks.summary import print_before_after, plot_run
 
 log = logging.getLogger("raft")
@@ -33,6 +34,7 @@ class RaftTask:
 
     def run(self) -> dict:
         pl.seed_everything(self.seed, workers=True, verbose=False)
+        reset_peak_memory()  # this task's own peak, also inside a pipeline
         tracker = self.logger(run_dir=self.run_dir) if self.logger else None
         loop = RaftLoop(**self.loop_args, tracker=tracker)
         test_prompts, references = self.data.prompts("test"), self.data.references("test")
@@ -40,6 +42,7 @@ class RaftTask:
         history = loop.run(self.data.prompts("train"), test_prompts, references)
         after = {k[5:]: v for k, v in history[-1].items() if k.startswith("eval_")} or \
             self.evaluate(loop.last_checkpoint(), test_prompts, references, "eval_after")
+        after = {**after, **training_cost(history)}
         result = {"before": before, "after": after, "iterations": history}
         atomic_write_text(self.run_dir / "evaluation.json", json.dumps({"before": before, "after": after}, indent=2))
         if tracker is not None:
