@@ -5,6 +5,7 @@ import json
 
 import pytest
 import pytorch_lightning as pl
+import torch
 
 from raft.loop import RaftLoop
 from raft.modules.sft import SFTModule
@@ -104,3 +105,23 @@ def test_global_ranking_and_a_teacher_policy(tmp_path):
     scored = read_samples(tmp_path / "iter_000" / "scored.jsonl")
     assert len(selected) == 4  # 1/K of 12
     assert min(s.reward for s in selected) >= sorted((s.reward for s in scored), reverse=True)[3]
+
+
+def test_lora_adapters_stack_on_the_init_checkpoint(tmp_path):
+    """With LoRA and an SFT-style starting checkpoint, later stages load the adapter onto that checkpoint."""
+    from raft.models import build_tiny_causal_lm
+
+    start = build_tiny_causal_lm(tmp_path / "sft", seed=5)
+    policy = CausalLMPolicy("tiny-llama", sample_dtype="float32", max_length=96,
+                            lora={"r": 4, "alpha": 8, "dropout": 0.0})
+    make_loop(tmp_path / "run", policy=policy, init_checkpoint=start).run(PROMPTS)
+    adapter = tmp_path / "run" / "iter_001" / "checkpoint"
+    saved = json.loads((adapter / "adapter_config.json").read_text())
+    assert saved["base_model_name_or_path"] == str(start)
+    model, _ = policy.load(adapter)
+    sft_model, _ = policy.load(start)
+    original, _ = policy.load(None)
+    embedding = model.get_input_embeddings().weight  # LoRA leaves embeddings alone: they show the base
+    assert torch.equal(embedding, sft_model.get_input_embeddings().weight)
+    assert not torch.equal(embedding, original.get_input_embeddings().weight)
+    assert not any(n.startswith("base_model") for n, _ in model.named_parameters())  # merged for sampling

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -42,7 +43,11 @@ class CausalLMPolicy(Policy):
     def load(self, checkpoint: Path | None, dtype: str = "float32", trainable: bool = False):
         """(model, tokenizer) for `checkpoint` (None: the initial model) on the policy's device."""
         is_adapter = checkpoint is not None and (Path(checkpoint) / "adapter_config.json").exists()
-        source = str(checkpoint) if checkpoint is not None and not is_adapter else self.name_or_path
+        if is_adapter:  # an adapter applies to the model it was trained on (e.g. an SFT checkpoint)
+            saved = json.loads((Path(checkpoint) / "adapter_config.json").read_text())
+            source = saved.get("base_model_name_or_path") or self.name_or_path
+        else:
+            source = str(checkpoint) if checkpoint is not None else self.name_or_path
         model, tokenizer = load_causal_lm(source, dtype)
         if is_adapter or (trainable and self.lora):
             model = self._with_adapter(model, checkpoint if is_adapter else None, trainable)

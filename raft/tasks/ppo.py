@@ -35,7 +35,7 @@ class PPOTask:
     def __init__(self, output_dir: str, policy, reward, sampler, module: Callable, trainer: Callable, data,
                  evaluator: Any = None, logger: Callable | None = None, iterations: int = 4, batch_size: int = 32,
                  temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, keep_checkpoints: int = 1,
-                 seed: int = 0):
+                 seed: int = 0, init_checkpoint: str | None = None):
         if iterations < 1:
             raise ValueError(f"task.iterations must be >= 1, got {iterations}")
         if batch_size < 1:
@@ -49,6 +49,7 @@ class PPOTask:
                              f"got {type(policy).__name__}")
         self.run_dir, self.policy, self.reward, self.module, self.trainer = Path(output_dir), policy, reward, module, trainer
         self.data, self.evaluator, self.logger = data, evaluator, logger
+        self.init_checkpoint = Path(init_checkpoint) if init_checkpoint else None  # e.g. an SFT stage's output
         self.iterations, self.batch_size, self.keep_checkpoints, self.seed = iterations, batch_size, keep_checkpoints, seed
         # PPO samples once per prompt with TRL's untuned generation (paper: temperature 1); only the
         # length and the generation batch come from the shared sampler config.
@@ -62,7 +63,7 @@ class PPOTask:
         tracker = self.logger(run_dir=self.run_dir) if self.logger else Tracker(self.run_dir)
         train_prompts = self.data.prompts("train")
         test_prompts, references = self.data.prompts("test"), self.data.references("test")
-        before = self.evaluate(None, test_prompts, references, self.run_dir / "eval_before")
+        before = self.evaluate(self.init_checkpoint, test_prompts, references, self.run_dir / "eval_before")
         history = []
         ppo = tokenizer = None
         for t in range(self.iterations):
@@ -86,7 +87,7 @@ class PPOTask:
 
     def build_module(self, resume_from: int):
         """The PPO module on the initial model, with the state of iteration `resume_from` when >= 0."""
-        model, tokenizer = self.policy.load(None, "float32")
+        model, tokenizer = self.policy.load(self.init_checkpoint, "float32")
         ppo = self.module(model=model)
         if resume_from >= 0:
             ppo.load_state(self.checkpoint_dir(resume_from))
