@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from pathlib import Path
 
 import hydra
@@ -13,7 +14,6 @@ from omegaconf import DictConfig
 import raft.resolvers  # noqa: F401  (registers resolvers before Hydra composes)
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
-log = logging.getLogger("raft")
 
 
 def build_task(cfg: DictConfig):
@@ -31,6 +31,15 @@ class ConfigError(ValueError):
     """A bad configuration value, reported as one line."""
 
 
+def quiet_lightning() -> None:
+    """Keep the console for raft's progress: Lightning sets its loggers to INFO when imported."""
+    import pytorch_lightning  # noqa: F401
+
+    for name in ("pytorch_lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # Lightning's own use of a deprecated torch API
+
+
 @hydra.main(config_path=CONFIG_DIR, config_name="config", version_base="1.3")
 def hydra_main(cfg: DictConfig):
     try:
@@ -38,4 +47,5 @@ def hydra_main(cfg: DictConfig):
     except ConfigError as error:
         print(f"raft: error: {error}", file=sys.stderr)
         sys.exit(2)
+    quiet_lightning()
     return task.run()
