@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -13,11 +14,14 @@ from raft.samples import Sample
 
 class SFTTask:
     def __init__(self, policy, data, module: Callable, trainer: Callable, output_dir: str,
-                 max_examples: int | None = None, seed: int = 0):
+                 max_examples: int | None = None, epochs: int = 1, seed: int = 0):
         if max_examples is not None and max_examples < 1:
             raise ValueError(f"task.max_examples must be >= 1 or null, got {max_examples}")
+        if epochs < 1:
+            raise ValueError(f"task.epochs must be >= 1, got {epochs}")
         self.policy, self.data, self.module, self.trainer = policy, data, module, trainer
-        self.checkpoint, self.max_examples, self.seed = Path(output_dir) / "checkpoint", max_examples, seed
+        self.checkpoint, self.max_examples, self.epochs, self.seed = (Path(output_dir) / "checkpoint", max_examples,
+                                                                      epochs, seed)
 
     def run(self) -> Path:
         if self.checkpoint.exists():
@@ -27,6 +31,6 @@ class SFTTask:
         pairs = self.data.pairs("train")[: self.max_examples]
         examples = [Sample(prompt_idx=i, prompt=p.prompt, response=p.chosen) for i, p in enumerate(pairs)]
         with atomic_dir(self.checkpoint) as tmp:
-            self.policy.finetune(None, examples, tmp, self.module, self.trainer)
+            self.policy.finetune(None, examples, tmp, self.module, partial(self.trainer, max_epochs=self.epochs))
         print(f"sft: trained on {len(examples)} chosen responses -> {self.checkpoint}")
         return self.checkpoint
