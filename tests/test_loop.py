@@ -125,3 +125,23 @@ def test_lora_adapters_stack_on_the_init_checkpoint(tmp_path):
     assert torch.equal(embedding, sft_model.get_input_embeddings().weight)
     assert not torch.equal(embedding, original.get_input_embeddings().weight)
     assert not any(n.startswith("base_model") for n, _ in model.named_parameters())  # merged for sampling
+
+
+def test_sigterm_during_fine_tuning_saves_no_checkpoint(tmp_path):
+    """Lightning handles SIGTERM itself; the stage must still count as unfinished."""
+    import os
+    import signal
+
+    class SendSigterm(pl.Callback):
+        def on_train_batch_start(self, trainer, *args):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    trainer = functools.partial(pl.Trainer, max_epochs=2, accelerator="cpu", logger=False, callbacks=[SendSigterm()],
+                                enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    loop = make_loop(tmp_path, trainer=trainer, iterations=1)
+    with pytest.raises(BaseException) as caught:
+        loop.run(PROMPTS)
+    assert "SIGTERM" in type(caught.value).__name__ + str(caught.value)
+    assert not (tmp_path / "iter_000" / "checkpoint").exists()
+    assert not list((tmp_path / "iter_000").glob(".*partial"))
+    assert (tmp_path / "iter_000" / "selected.jsonl").exists()  # the stages before it are kept

@@ -9,6 +9,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from raft.models import check_model_name, load_causal_lm
+from raft.modules.fitting import fit_to_completion
 from raft.modules.sft import tokenize_pairs
 from raft.policies.base import Policy
 from raft.policies.generation import sample_k
@@ -86,7 +87,7 @@ class CausalLMPolicy(Policy):
         prompts = [self.format_prompt(tokenizer, s.prompt) for s in samples]
         rows = tokenize_pairs(tokenizer, prompts, [s.response for s in samples], self.max_length)
         lit = module(model=model, rows=rows, pad_id=tokenizer.pad_token_id)
-        trainer(default_root_dir=str(out_dir)).fit(lit)
+        fit_to_completion(trainer(default_root_dir=str(out_dir)), lit)
         model.save_pretrained(out_dir)  # a LoRA model saves only its adapter
         tokenizer.save_pretrained(out_dir)
 

@@ -27,6 +27,7 @@ from raft.resources import peak_memory, reset_peak_memory
 from raft.samples import Sample, write_samples
 from raft.tasks.summary import plot_run, print_before_after
 from raft.tracking import Tracker
+from raft.modules.fitting import fit_to_completion
 
 log = logging.getLogger("raft")
 
@@ -123,7 +124,7 @@ class PPOTask:
         ppo.train()  # Lightning 2 keeps the caller's mode; LoRA dropout is part of the recipe (Table 12)
         trainer = self.trainer(max_epochs=1, gradient_clip_val=None,  # the module clips under manual optimisation
                                default_root_dir=str(stage), enable_progress_bar=False)
-        trainer.fit(ppo)
+        fit_to_completion(trainer, ppo)
         with atomic_dir(self.checkpoint_dir(t)) as tmp:
             ppo.save_policy(tmp, tokenizer)  # a LoRA adapter folder (or full model) CausalLMPolicy.load reads
             ppo.save_state(tmp)

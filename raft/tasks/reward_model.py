@@ -10,6 +10,7 @@ import pytorch_lightning as pl
 
 from raft.atomic import atomic_dir
 from raft.modules.reward_model import (
+from raft.modules.fitting import fit_to_completion
     MINILM_ALIAS,
     META_FILE,
     load_backbone,
@@ -50,7 +51,7 @@ class RewardModelTask:
         model, tokenizer = load_backbone(self.backbone, self.dtype)
         module = self.module(model=model, tokenizer=tokenizer,
                              train_pairs=self.data.pairs("train"), val_pairs=self.data.pairs("test"))
-        self.trainer(max_epochs=self.epochs).fit(module)
+        fit_to_completion(self.trainer(max_epochs=self.epochs), module)
         test = self.data.pairs("test")
         chosen, rejected = score_pairs(module.model, tokenizer, test, self.eval_batch_size,
                                        module.max_length, module.text_template)
