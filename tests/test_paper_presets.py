@@ -153,6 +153,14 @@ def test_command_line_sweeps_add_to_the_preset_grid():
     assert len(jobs) == 6 and {j["module.kl_coef"] for j in jobs} == {0.1, 0.05}
 
 
+def test_command_line_sweep_of_the_same_key_replaces_the_preset_list():
+    """`raft -m experiment=paper/table6_kl selector.beta=0.005,0.01` runs only those betas (Hydra's basic
+    sweeper keys its lists by override key, later ones win); `seed=0` runs one seed."""
+    cfg = compose_with("experiment=paper/mini/table6_kl", "seeds=2")
+    jobs = [parse_job(job) for job in sweep_jobs(cfg, "selector.beta=0.005,0.01", "seed=0")]
+    assert sorted(j["selector.beta"] for j in jobs) == [0.005, 0.01] and {j["seed"] for j in jobs} == {0}
+
+
 @pytest.mark.parametrize("twin", ["", "mini/"])
 def test_every_table5_row_and_table6_beta_reach_the_parts(twin):
     for row in ({"K": 8, "temperature": 0.7}, {"K": 32, "temperature": 1.0}):
