@@ -9,8 +9,8 @@ from typing import Callable
 import pytorch_lightning as pl
 
 from raft.atomic import atomic_dir
-from raft.modules.reward_model import (
 from raft.modules.fitting import fit_to_completion
+from raft.modules.reward_model import (
     MINILM_ALIAS,
     META_FILE,
     load_backbone,
