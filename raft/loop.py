@@ -109,14 +109,15 @@ class RaftLoop:
             # KL estimate only needs one sample per prompt; KL-penalised ranking needs them all
             chosen = samples if needs_all else [s for s in samples if s.sample_idx == 0]
             current = self.policy.log_probs(checkpoint, chosen)
-            initial = current if checkpoint == self.init_checkpoint else self.policy.log_probs(self.init_checkpoint, chosen)
+            at_start = checkpoint == self.init_checkpoint
+            initial = current if at_start else self.policy.log_probs(self.init_checkpoint, chosen)
             for s, lp, ref in zip(chosen, current, initial):
                 s.logp, s.ref_logp = lp, ref
         return samples
 
     def select(self, scored: list[Sample], stage: Path) -> list[Sample]:
         selected = self.selector(scored)
-        kept, removed = apply_filters(self.filters, selected)
+        kept, removed = apply_filters(self.filters, selected, stage)
         if any(removed.values()):
             log.warning("post-filters removed %s of %d selected samples", removed, len(selected))
         atomic_write_text(stage / "filtered.json", json.dumps(removed))
