@@ -3,6 +3,8 @@
 When the reward model favours an artefact ('#', emoji), the selected set fills with it; RAFT can clean
 or drop those samples before fine-tuning because generation and training are separate stages.
 Each filter maps a list of Samples to the kept list; `apply_filters` counts what each one removed.
+Image filters (`needs_stage_dir = True`) also get the stage folder, since an image sample's response is
+the image's path relative to it.
 """
 
 from __future__ import annotations
@@ -10,7 +12,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+from pathlib import Path
 from typing import Callable, Sequence
+
+import numpy as np
+from PIL import Image
 
 from raft.metrics.diversity import word_tokenize
 from raft.samples import Sample
@@ -104,15 +110,79 @@ class Deduplicate:
         return kept
 
 
-def apply_filters(filters: Sequence[Callable[[list[Sample]], list[Sample]]],
-                  samples: Sequence[Sample]) -> tuple[list[Sample], dict[str, int]]:
-    """Run the filters in order; return the kept samples and how many each filter removed (by name)."""
+class _ImageFilter:
+    """Base of the image post-filters: keep a sample when `keeps(grey pixels in [0, 1])` says so.
+
+    Images are read as grey ("L"), ink bright on dark, as the digits policy writes them."""
+
+    needs_stage_dir = True
+    name = "image"
+
+    def keeps(self, pixels: np.ndarray) -> bool:
+        raise NotImplementedError
+
+    def __call__(self, samples: Sequence[Sample], stage_dir: str | Path) -> list[Sample]:
+        kept = []
+        for s in samples:
+            path = Path(stage_dir) / s.response
+            if not path.is_file():
+                raise FileNotFoundError(f"filters: {self.name} found no image for sample {s.prompt_idx}/{s.sample_idx} at {path}")
+            with Image.open(path) as image:
+                pixels = np.asarray(image.convert("L"), dtype=np.float64) / 255.0
+            if self.keeps(pixels):
+                kept.append(s)
+        return kept
+
+
+class DarkBackgroundFilter(_ImageFilter):
+    """Drop images whose border (the outer `border` pixels on each side) has mean brightness above `max_mean`.
+
+    Digits are bright ink on a black background; a grey or textured border is the reward-hacking signature."""
+
+    def __init__(self, max_mean: float = 0.15, border: int = 2, name: str = "dark_background"):
+        if not 0 <= max_mean <= 1:
+            raise ValueError(f"filters: DarkBackgroundFilter max_mean must be in [0, 1], got {max_mean}")
+        if border < 1:
+            raise ValueError(f"filters: DarkBackgroundFilter border must be >= 1, got {border}")
+        self.max_mean, self.border, self.name = max_mean, border, name
+
+    def keeps(self, pixels: np.ndarray) -> bool:
+        b = self.border
+        ring = np.ones(pixels.shape, dtype=bool)
+        ring[b:-b, b:-b] = False  # an image no larger than 2*border is all border
+        return float(pixels[ring].mean()) <= self.max_mean
+
+
+class InkShareFilter(_ImageFilter):
+    """Keep images whose share of ink pixels (brightness above `threshold`) is within [min_share, max_share]."""
+
+    def __init__(self, min_share: float = 0.05, max_share: float = 0.5, threshold: float = 0.5, name: str = "ink_share"):
+        if not 0 <= min_share <= max_share <= 1:
+            raise ValueError(f"filters: InkShareFilter needs 0 <= min_share <= max_share <= 1, got {min_share}, {max_share}")
+        if not 0 <= threshold < 1:
+            raise ValueError(f"filters: InkShareFilter threshold must be in [0, 1), got {threshold}")
+        self.min_share, self.max_share, self.threshold, self.name = min_share, max_share, threshold, name
+
+    def keeps(self, pixels: np.ndarray) -> bool:
+        return self.min_share <= float((pixels > self.threshold).mean()) <= self.max_share
+
+
+def apply_filters(filters: Sequence[Callable[..., list[Sample]]], samples: Sequence[Sample],
+                  stage_dir: str | Path | None = None) -> tuple[list[Sample], dict[str, int]]:
+    """Run the filters in order; return the kept samples and how many each filter removed (by name).
+
+    `stage_dir` is the folder image paths are relative to; filters with `needs_stage_dir` require it."""
     kept, removed = list(samples), {}
     for i, f in enumerate(filters):
         name = getattr(f, "name", type(f).__name__)
         if name in removed:
             name = f"{name}_{i}"  # two filters of the same kind keep separate counts
         before = len(kept)
-        kept = list(f(kept))
+        if getattr(f, "needs_stage_dir", False):
+            if stage_dir is None:
+                raise ValueError(f"filters: {name} reads images and needs the stage folder (apply_filters(..., stage_dir))")
+            kept = list(f(kept, stage_dir))
+        else:
+            kept = list(f(kept))
         removed[name] = before - len(kept)
     return kept, removed

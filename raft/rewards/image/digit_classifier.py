@@ -52,14 +52,22 @@ class DigitClassifierReward(Reward):
 
     Images are grey, ink bright on dark (as the digits policy writes them, and as MNIST is). MNIST centres
     each digit in a 20x20 box inside the 28x28 frame; `box` is that box (28 = plain resize to 28x28).
+
+    `lowpass: n` first averages the image down to n x n pixels (area averaging, e.g. 8 = the native size of
+    scikit-learn's digits), then scales that into the box: the CNN judges what the digit looks like at that
+    resolution. Stripes, checkerboards and other high-frequency textures that fool the CNN at full
+    resolution average out to flat grey, so RAFT cannot select for them (reward hacking, paper A.2).
     """
 
-    def __init__(self, box: int = 20, batch_size: int = 256, package: str = "digit_recognizer"):
+    def __init__(self, box: int = 20, batch_size: int = 256, package: str = "digit_recognizer",
+                 lowpass: int | None = None):
         if not 1 <= box <= 28:
             raise ValueError(f"reward.box must be in [1, 28], got {box}")
         if batch_size < 1:
             raise ValueError(f"reward.batch_size must be >= 1, got {batch_size}")
-        self.box, self.batch_size, self.package = box, batch_size, package
+        if lowpass is not None and lowpass < 1:
+            raise ValueError(f"reward.lowpass must be >= 1 (pixels) or null, got {lowpass}")
+        self.box, self.batch_size, self.package, self.lowpass = box, batch_size, package, lowpass
         self._net: torch.nn.Module | None = None
 
     @staticmethod
@@ -73,6 +81,8 @@ class DigitClassifierReward(Reward):
         pixels = torch.stack(
             [torch.from_numpy(np.asarray(im.convert("L"), dtype=np.float32) / 255.0) for im in images]
         ).unsqueeze(1)
+        if self.lowpass is not None and self.lowpass < min(pixels.shape[-2:]):
+            pixels = F.adaptive_avg_pool2d(pixels, self.lowpass)  # mean of each cell: exact area averaging
         pixels = F.interpolate(pixels, size=(self.box, self.box), mode="bilinear", align_corners=False, antialias=True)
         pad = 28 - self.box
         pixels = F.pad(pixels, (pad // 2, pad - pad // 2, pad // 2, pad - pad // 2))
