@@ -277,3 +277,57 @@ def test_diffusion_task_from_config_writes_table_and_grids(tmp_path):
     table = (run / "table.md").read_text()
     assert "in-domain before" in table and "DigitClassifierReward" in table and "±" in table
     assert (run / "iter_000" / "metrics.json").is_file()
+
+
+def test_digit_reward_lowpass_sees_the_native_resolution():
+    """lowpass=8 averages 2x2 cells of a 16x16 image: a checkerboard becomes flat grey, and a blocky image
+    (an 8x8 one upsampled by 2, nearest) gives the CNN exactly the input its 8x8 original gives."""
+    reward = DigitClassifierReward(lowpass=8)
+    checker = np.where((np.indices((16, 16)).sum(0) % 2) == 0, 254, 0).astype(np.uint8)
+    flat = np.full((16, 16), 127, dtype=np.uint8)  # (254 + 0) / 2
+    a, b = (reward._inputs([Image.fromarray(x, mode="L")]) for x in (checker, flat))
+    assert torch.allclose(a, b, atol=1e-6)
+    assert not torch.allclose(DigitClassifierReward()._inputs([Image.fromarray(checker, mode="L")]), b, atol=0.1)
+    small = np.random.default_rng(0).integers(0, 256, (8, 8), dtype=np.uint8)
+    blocky = small.repeat(2, axis=0).repeat(2, axis=1)
+    assert torch.allclose(reward._inputs([Image.fromarray(blocky, mode="L")]),
+                          DigitClassifierReward()._inputs([Image.fromarray(small, mode="L")]), atol=1e-6)
+    assert torch.equal(reward._inputs([Image.fromarray(small, mode="L")]),  # already at 8x8: unchanged
+                       DigitClassifierReward()._inputs([Image.fromarray(small, mode="L")]))
+    with pytest.raises(ValueError, match="lowpass"):
+        DigitClassifierReward(lowpass=0)
+
+
+def test_image_filters_read_the_stage_images(tmp_path):
+    from raft.filters import DarkBackgroundFilter, InkShareFilter, apply_filters
+    from raft.samples import Sample
+
+    clean = np.zeros((4, 4), dtype=np.uint8)
+    clean[1:3, 1:3] = 255          # ink share 4/16 = 0.25, border mean 0
+    grey_top = clean.copy()
+    grey_top[0, :] = 255            # border (12 pixels) mean 4/12 = 0.33, ink share 8/16 = 0.5
+    empty = np.zeros((4, 4), dtype=np.uint8)  # ink share 0
+    samples = []
+    for i, array in enumerate((clean, grey_top, empty)):
+        Image.fromarray(array, mode="L").save(tmp_path / f"{i}.png")
+        samples.append(Sample(prompt_idx=i, prompt="digit 1", response=f"{i}.png"))
+    assert [s.prompt_idx for s in DarkBackgroundFilter(max_mean=0.15, border=1)(samples, tmp_path)] == [0, 2]
+    assert [s.prompt_idx for s in DarkBackgroundFilter(max_mean=0.34, border=1)(samples, tmp_path)] == [0, 1, 2]
+    assert [s.prompt_idx for s in InkShareFilter(min_share=0.1, max_share=0.4)(samples, tmp_path)] == [0]
+    assert [s.prompt_idx for s in InkShareFilter(min_share=0.1, max_share=0.5)(samples, tmp_path)] == [0, 1]
+    kept, removed = apply_filters([DarkBackgroundFilter(border=1), InkShareFilter(min_share=0.1)], samples, tmp_path)
+    assert [s.prompt_idx for s in kept] == [0] and removed == {"dark_background": 1, "ink_share": 1}
+    with pytest.raises(ValueError, match="stage folder"):
+        apply_filters([DarkBackgroundFilter()], samples)
+    with pytest.raises(ValueError, match="max_share"):
+        InkShareFilter(min_share=0.6, max_share=0.5)
+
+
+def test_digits_expert_data_only_of_the_prompted_digits(tmp_path):
+    policy = tiny_digits_policy(tmp_path / "p", expert_ratio=1.5)
+    images, labels = policy.expert_digits(torch.tensor([3, 1, 3, 1]), 12, "iter_000")
+    assert images.shape == (6, 1, 12, 12) and set(labels.tolist()) <= {1, 3}  # round(1.5 * 4) = 6
+    again, _ = policy.expert_digits(torch.tensor([3, 1, 3, 1]), 12, "iter_000")
+    assert torch.equal(images, again)  # seeded by stage: a resumed stage trains on the same set
+    with pytest.raises(ValueError, match="expert_ratio"):
+        tiny_digits_policy(tmp_path / "p", expert_ratio=-1)

@@ -9,6 +9,7 @@ little capacity to adapt to a new resolution, and full checkpoints of this size 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -27,6 +28,8 @@ from raft.diffusion.sampling import DiffusionSampler, image_name
 from raft.policies.base import Policy
 from raft.samples import Sample
 
+log = logging.getLogger("raft")
+
 
 class DigitsDiffusionPolicy(Policy):
     modality = "image"
@@ -42,6 +45,7 @@ class DigitsDiffusionPolicy(Policy):
         condition_dropout: float = 0.1,
         bf16: bool = True,
         seed: int = 0,
+        expert_ratio: float = 0.0,
     ):
         if base_resolution < 8 or base_resolution % 4:
             raise ValueError(f"model.base_resolution must be a multiple of 4 and >= 8, got {base_resolution}")
@@ -59,7 +63,14 @@ class DigitsDiffusionPolicy(Policy):
             "condition_dropout": condition_dropout,
             "seed": seed,
         }
+        if expert_ratio < 0:
+            raise ValueError(f"model.expert_ratio must be >= 0, got {expert_ratio}")
         self.bf16, self.seed, self.condition_dropout = bf16, seed, condition_dropout
+        # Expert data source (paper appendix A.2): real training digits mixed into each fine-tuning set,
+        # `expert_ratio` per selected image, of the digits the selected prompts ask for only (so held-out
+        # digits never see extra data), at the selected images' size. Anchors backgrounds and strokes
+        # against the drift of training on its own samples. Not part of `settings`: no re-pretraining.
+        self.expert_ratio = expert_ratio
 
     # ---- pretraining -------------------------------------------------------------------------------
     def pretrain(self) -> Path:
@@ -165,16 +176,33 @@ class DigitsDiffusionPolicy(Policy):
         unet, noise_schedule = self._load(checkpoint)
         unet.train()
         stage = stage_dir_of(out_dir)
+        if not samples:  # the post-filters dropped every selected image: keep the current weights
+            log.warning("nothing left to fine-tune on in %s (post-filters removed all): weights unchanged", stage)
+            unet.save_pretrained(out_dir / "unet")
+            return
         pixels = [_from_pil(open_image(s, stage)) for s in samples]
         if len({p.shape for p in pixels}) > 1:
             raise ValueError(f"selected images differ in size: {sorted({tuple(p.shape) for p in pixels})}")
         labels = torch.tensor([digit_of_prompt(s.prompt) for s in samples])
+        inputs = torch.stack(pixels)
+        if self.expert_ratio > 0:
+            expert, expert_labels = self.expert_digits(labels, inputs.shape[-1], stage.name)
+            inputs, labels = torch.cat([inputs, expert]), torch.cat([labels, expert_labels])
         lightning_module = module(
-            model=unet, noise_scheduler=noise_schedule, inputs=torch.stack(pixels),
+            model=unet, noise_scheduler=noise_schedule, inputs=inputs,
             conditions={"class_labels": labels}, null_conditions={"class_labels": torch.tensor([NULL_CLASS])},
         )
         trainer().fit(lightning_module)
         unet.save_pretrained(out_dir / "unet")  # the loop hands a scratch folder and renames it when done
+
+    def expert_digits(self, labels: torch.Tensor, resolution: int, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """round(expert_ratio * len(labels)) real digits drawn (seeded by stage) from the classes in `labels`."""
+        images, targets = digits_dataset(resolution)
+        pool = torch.nonzero(torch.isin(targets, labels.unique())).flatten()
+        n = round(self.expert_ratio * len(labels))
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + sum(map(ord, stage)))
+        picked = pool[torch.randperm(len(pool), generator=g)[:n]]
+        return images[picked], targets[picked]
 
     def response_for_reward(self, sample: Sample, stage_dir: Path) -> Image.Image:
         return open_image(sample, stage_dir)
