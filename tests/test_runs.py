@@ -21,7 +21,7 @@ def raft(*args, timeout=600):
 
 def test_a_run_writes_every_file_and_prints_the_table(tmp_path):
     out = raft(*TINY, f"hydra.run.dir={tmp_path}")
-    assert "RAFT before/after on 4 held-out prompts" in out.stdout
+    assert "Before/after on 4 held-out prompts" in out.stdout
     assert "| policy reward (held-out)" in out.stdout
     for name in ("evaluation.json", "metrics.csv", "reward_curve.png", ".hydra/config.yaml",
                  "iter_000/selected.jsonl", "iter_001/checkpoint/config.json"):
@@ -48,3 +48,13 @@ def test_multirun_over_k_and_report(tmp_path):
                             text=True, timeout=300, cwd=ROOT)
     assert report.returncode == 0, report.stderr[-3000:]
     assert "sampler.K=2" in report.stdout and "sampler.K=4" in report.stdout
+
+
+@pytest.mark.slow
+def test_ppo_from_the_command_line(tmp_path):
+    out = raft("task=ppo", "model=tiny", "task.iterations=1", "task.batch_size=4", "sampler.max_new_tokens=6",
+               "evaluator.n_prompts=4", "module.minibatch_size=2", "module.ppo_epochs=1", f"hydra.run.dir={tmp_path}")
+    evaluation = json.loads((tmp_path / "evaluation.json").read_text())
+    assert {"reward", "wall_time_s", "peak_rss_mb"} <= evaluation["after"].keys()
+    assert (tmp_path / "iter_000" / "checkpoint" / "adapter_config.json").exists()
+    assert "Before/after on 4 held-out prompts" in out.stdout

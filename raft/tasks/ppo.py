@@ -123,7 +123,7 @@ class PPOTask:
         ppo.set_rollouts(rollouts)
         ppo.train()  # Lightning 2 keeps the caller's mode; LoRA dropout is part of the recipe (Table 12)
         trainer = self.trainer(max_epochs=1, gradient_clip_val=None,  # the module clips under manual optimisation
-                               default_root_dir=str(stage), enable_progress_bar=False)
+                               default_root_dir=str(stage))
         fit_to_completion(trainer, ppo)
         with atomic_dir(self.checkpoint_dir(t)) as tmp:
             ppo.save_policy(tmp, tokenizer)  # a LoRA adapter folder (or full model) CausalLMPolicy.load reads

@@ -35,7 +35,7 @@ def print_before_after(before: dict, after: dict, history: Sequence[dict], run_d
     print()
     if before or after:
         n = after.get("n") or before.get("n")
-        print(f"RAFT before/after on {n} held-out prompts:")
+        print(f"Before/after on {n} held-out prompts:")
         print(before_after_table(before, after))
     if history:
         first, last = history[0], history[-1]
