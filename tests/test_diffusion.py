@@ -331,3 +331,21 @@ def test_digits_expert_data_only_of_the_prompted_digits(tmp_path):
     assert torch.equal(images, again)  # seeded by stage: a resumed stage trains on the same set
     with pytest.raises(ValueError, match="expert_ratio"):
         tiny_digits_policy(tmp_path / "p", expert_ratio=-1)
+
+
+def test_digits_trainable_and_frozen_pick_the_fine_tuned_weights(tmp_path):
+    from raft.diffusion.digits_model import build_digits_unet
+
+    unet = build_digits_unet(8, (8, 16, 16))
+    total = sum(p.numel() for p in unet.parameters())
+    assert tiny_digits_policy(tmp_path / "p").select_trainable(unet) == total
+    policy = tiny_digits_policy(tmp_path / "p", trainable=["mid_block", "up_blocks.0"], frozen=["class_embedding"])
+    count = policy.select_trainable(unet)
+    trained = {n for n, p in unet.named_parameters() if p.requires_grad}
+    assert 0 < count < total and trained
+    assert all(n.startswith(("mid_block", "up_blocks.0")) for n in trained)
+    policy = tiny_digits_policy(tmp_path / "p", frozen=["class_embedding"])
+    policy.select_trainable(unet)
+    assert not unet.class_embedding.weight.requires_grad and unet.conv_in.weight.requires_grad
+    with pytest.raises(ValueError, match="no UNet parameter"):
+        tiny_digits_policy(tmp_path / "p", frozen=[""]).select_trainable(unet)

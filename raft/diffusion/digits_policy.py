@@ -2,13 +2,15 @@
 
 Pretraining (`pretrain()`) learns scikit-learn's digits, upsampled to `base_resolution`, from scratch and
 writes `<pretrained_dir>/{unet,scheduler,pretrain.json}` atomically, so a killed run redoes it cleanly.
-RAFT fine-tunes **all** weights (about 0.7M): LoRA on such a small convolutional net would leave too
-little capacity to adapt to a new resolution, and full checkpoints of this size cost nothing.
+RAFT fine-tunes all weights (about 0.3M) but those `frozen` names (the presets freeze the class embedding):
+LoRA on such a small convolutional net would leave too little capacity to adapt to a new resolution, and
+full checkpoints of this size cost nothing.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import logging
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -46,6 +48,8 @@ class DigitsDiffusionPolicy(Policy):
         bf16: bool = True,
         seed: int = 0,
         expert_ratio: float = 0.0,
+        trainable: Sequence[str] | None = None,
+        frozen: Sequence[str] = (),
     ):
         if base_resolution < 8 or base_resolution % 4:
             raise ValueError(f"model.base_resolution must be a multiple of 4 and >= 8, got {base_resolution}")
@@ -71,6 +75,12 @@ class DigitsDiffusionPolicy(Policy):
         # digits never see extra data), at the selected images' size. Anchors backgrounds and strokes
         # against the drift of training on its own samples. Not part of `settings`: no re-pretraining.
         self.expert_ratio = expert_ratio
+        # Which weights RAFT fine-tunes: those a `trainable` regex matches (re.search on parameter names;
+        # None = all) and no `frozen` regex matches. Freezing the class embedding keeps the digits' codes
+        # (the held-out ones included) fixed: fine-tuning on digits 0-4 can only change the shared
+        # "how to draw" weights, so it does not re-map the shared code space to suit 0-4 only.
+        self.trainable = [re.compile(p) for p in trainable] if trainable else None
+        self.frozen = [re.compile(p) for p in frozen]
 
     # ---- pretraining -------------------------------------------------------------------------------
     def pretrain(self) -> Path:
@@ -175,6 +185,7 @@ class DigitsDiffusionPolicy(Policy):
         out_dir = Path(out_dir)
         unet, noise_schedule = self._load(checkpoint)
         unet.train()
+        self.select_trainable(unet)
         stage = stage_dir_of(out_dir)
         if not samples:  # the post-filters dropped every selected image: keep the current weights
             log.warning("nothing left to fine-tune on in %s (post-filters removed all): weights unchanged", stage)
@@ -194,6 +205,18 @@ class DigitsDiffusionPolicy(Policy):
         )
         trainer().fit(lightning_module)
         unet.save_pretrained(out_dir / "unet")  # the loop hands a scratch folder and renames it when done
+
+    def select_trainable(self, unet: torch.nn.Module) -> int:
+        """Freeze every parameter `trainable` does not name; returns how many weights stay trainable."""
+        count = 0
+        for name, param in unet.named_parameters():
+            keep = self.trainable is None or any(p.search(name) for p in self.trainable)
+            keep = keep and not any(p.search(name) for p in self.frozen)
+            param.requires_grad_(keep)
+            count += param.numel() if keep else 0
+        if count == 0:
+            raise ValueError("model.trainable / model.frozen leave no UNet parameter to fine-tune")
+        return count
 
     def expert_digits(self, labels: torch.Tensor, resolution: int, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
         """round(expert_ratio * len(labels)) real digits drawn (seeded by stage) from the classes in `labels`."""
