@@ -48,4 +48,17 @@ def hydra_main(cfg: DictConfig):
         print(f"raft: error: {error}", file=sys.stderr)
         sys.exit(2)
     quiet_lightning()
-    return task.run()
+    result = task.run()
+    return objective(result, cfg.get("objective"))
+
+
+def objective(result, path: str | None):
+    """The float a sweeper optimises (`objective: after.reward`), or the whole result when none is set."""
+    if not path:
+        return result
+    value = result
+    for key in path.split("."):
+        if not isinstance(value, dict) or key not in value:
+            raise KeyError(f"objective={path!r}: the task's result has no {key!r}")
+        value = value[key]
+    return float(value)

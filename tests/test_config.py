@@ -88,3 +88,13 @@ def test_help_and_cfg_job_work():
     assert "raft" in run_raft("--help").stdout
     shown = run_raft("--cfg", "job", "sampler.K=8")
     assert shown.returncode == 0 and "K: 8" in shown.stdout
+
+
+def test_objective_picks_a_float_from_the_task_result():
+    from raft.main import objective
+
+    result = {"after": {"reward": 0.25}, "before": {}}
+    assert objective(result, None) is result
+    assert objective(result, "after.reward") == 0.25
+    with pytest.raises(KeyError, match="objective='after.ppl'"):
+        objective(result, "after.ppl")

@@ -41,7 +41,8 @@ class RaftTask:
         before = self.evaluate(loop.checkpoint(-1), test_prompts, references, "eval_before")
         history = loop.run(self.data.prompts("train"), test_prompts, references)
         after = {k[5:]: v for k, v in history[-1].items() if k.startswith("eval_")} or \
-            self.evaluate(loop.last_checkpoint(), test_prompts, references, "eval_after")
+            self.evaluate(loop.last_checkpoint(), test_prompts, references,
+                          f"eval_after_{loop.last_checkpoint().parent.name}")  # per checkpoint: runs can be extended
         after = {**after, **training_cost(history)}
         result = {"before": before, "after": after, "iterations": history}
         atomic_write_text(self.run_dir / "evaluation.json", json.dumps({"before": before, "after": after}, indent=2))
