@@ -51,6 +51,7 @@ def plot_run(history: Sequence[dict], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     its = [h["iteration"] for h in history]
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
@@ -59,6 +60,7 @@ def plot_run(history: Sequence[dict], path: Path) -> None:
     evals = [(h["iteration"], h["eval_reward"]) for h in history if "eval_reward" in h]
     if evals:
         ax.plot(*zip(*evals), "^--", label="policy on held-out prompts")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("RAFT iteration (stage)")
     ax.set_ylabel("mean reward")
     ax.set_title("Reward per iteration: policy vs its best-of-K target")
