@@ -80,8 +80,8 @@ class RaftLoop:
         metrics["wall_time_s"] = round(time.time() - started, 1)
         metrics.update(peak_memory())
         atomic_write_text(done, json.dumps(metrics, indent=2))
-        log.info("iteration %d/%d: policy reward %.3f | best-of-K %.3f | selected distinct-2 %.3f, length %.1f | %.0f s",
-                 t + 1, self.iterations, metrics["policy_reward"], metrics["best_of_k_reward"],
+        log.info("iteration %d (%d of %d): policy reward %.3f | best-of-K %.3f | selected distinct-2 %.3f, "
+                 "length %.1f | %.0f s", t, t + 1, self.iterations, metrics["policy_reward"], metrics["best_of_k_reward"],
                  metrics.get("selected_distinct_2", float("nan")), metrics.get("selected_length", float("nan")),
                  metrics["wall_time_s"])
         if self.tracker is not None:
