@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from omegaconf import OmegaConf
 
 from raft.tracking import read_metrics_csv
 
@@ -78,6 +79,18 @@ def hydra_home(path: Path, root: Path) -> Path:
     return path
 
 
+def _resolved(config: Any, key: str) -> str | None:
+    """A value of the saved config with its plain interpolations (${name}) resolved where possible."""
+    if not isinstance(config, dict):
+        return None
+    node = OmegaConf.create(config)
+    try:
+        value = OmegaConf.select(node, key)
+    except Exception:  # e.g. ${hydra:...}, which only resolves inside a Hydra run
+        value = OmegaConf.select(node, key, throw_on_resolution_failure=False)
+    return None if value is None else str(value)
+
+
 def read_run(path: Path, root: Path | None = None) -> Run:
     home = hydra_home(path, root or path)
     config = _read_yaml(home / ".hydra" / "config.yaml") or {}
@@ -88,7 +101,9 @@ def read_run(path: Path, root: Path | None = None) -> Run:
         chosen = {"stage": path.relative_to(home).as_posix(), **chosen}
     settings = {k: v for k, v in chosen.items() if not _is_seed(k)}
     seed = next((v for k, v in chosen.items() if _is_seed(k)), flat_config.get("seed"))
-    model = flat_config.get("model.name_or_path") or chosen.get("model") or "initial model"
+    stage = f"task.stages.{chosen['stage']}." if "stage" in chosen else "task."
+    start = _resolved(config, stage + "init_checkpoint")  # e.g. a pipeline's SFT checkpoint
+    model = start or flat_config.get("model.name_or_path") or chosen.get("model") or "initial model"
 
     rows = [{k: _number(v) for k, v in row.items()} for row in read_metrics_csv(path / "metrics.csv")]
     evaluation = json.loads((path / "evaluation.json").read_text()) if (path / "evaluation.json").exists() else {}
