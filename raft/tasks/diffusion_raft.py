@@ -21,7 +21,7 @@ from PIL import Image
 from raft.atomic import atomic_write_text
 from raft.diffusion.images import image_grid, save_png
 from raft.loop import RaftLoop
-from raft.samples import Sample, read_samples, write_samples
+from raft.samples import read_samples, write_samples
 from raft.tasks.summary import plot_run
 
 log = logging.getLogger("raft")

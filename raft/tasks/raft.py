@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -13,8 +12,6 @@ from raft.atomic import atomic_write_text
 from raft.loop import RaftLoop, training_cost
 from raft.resources import reset_peak_memory
 from raft.tasks.summary import print_before_after, plot_run
-
-log = logging.getLogger("raft")
 
 
 class RaftTask:
