@@ -67,8 +67,8 @@ class CausalLMPolicy(Policy):
         return get_peft_model(model, config)
 
     def format_prompt(self, tokenizer, prompt: str) -> str:
-        if not self.chat_template:
-            return prompt
+        if not self.chat_template:  # raw text (e.g. HH dialogues for a base model): the system prompt leads
+            return f"{self.system_prompt}\n\n{prompt}" if self.system_prompt else prompt
         messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
         messages.append({"role": "user", "content": prompt})
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

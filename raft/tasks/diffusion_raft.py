@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import pytorch_lightning as pl
-import torch
 from PIL import Image
 
 from raft.atomic import atomic_write_text
@@ -23,6 +22,7 @@ from raft.diffusion.images import image_grid, save_png
 from raft.loop import RaftLoop
 from raft.samples import read_samples, write_samples
 from raft.tasks.summary import plot_run
+from raft.threads import check_torch_threads, use_torch_threads
 
 log = logging.getLogger("raft")
 SPLITS = {"in_domain": "train", "out_of_domain": "test"}
@@ -34,8 +34,7 @@ class DiffusionRaftTask:
                  eval_rewards: dict[str, Any] | None = None, eval_samples_per_prompt: int = 8,
                  grid_prompts: int = 10, grid_samples: int = 8, iterations: int = 4, batch_size: int = 10,
                  keep_checkpoints: int = 1, seed: int = 0, torch_threads: int | None = None):
-        if torch_threads is not None and torch_threads < 1:
-            raise ValueError(f"task.torch_threads must be >= 1 or null, got {torch_threads}")
+        check_torch_threads(torch_threads)
         if eval_samples_per_prompt < 1:
             raise ValueError(f"task.eval_samples_per_prompt must be >= 1, got {eval_samples_per_prompt}")
         if grid_prompts < 1 or grid_samples < 1:
@@ -52,9 +51,7 @@ class DiffusionRaftTask:
 
     def run(self) -> dict:
         pl.seed_everything(self.seed, workers=True, verbose=False)
-        if self.torch_threads:
-            # Small models on shared CPU cores: extra threads mostly wait on each other (10x slower seen).
-            torch.set_num_threads(self.torch_threads)
+        use_torch_threads(self.torch_threads)
         if hasattr(self.policy, "pretrain"):
             self.policy.pretrain()  # no-op when its checkpoint folder exists
         tracker = self.logger(run_dir=self.run_dir) if self.logger else None

@@ -28,6 +28,7 @@ from raft.samples import Sample, write_samples
 from raft.tasks.summary import plot_run, print_before_after
 from raft.tracking import Tracker
 from raft.modules.fitting import fit_to_completion
+from raft.threads import check_torch_threads, use_torch_threads
 
 log = logging.getLogger("raft")
 
@@ -36,7 +37,8 @@ class PPOTask:
     def __init__(self, output_dir: str, policy, reward, sampler, module: Callable, trainer: Callable, data,
                  evaluator: Any = None, logger: Callable | None = None, iterations: int = 4, batch_size: int = 32,
                  temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, keep_checkpoints: int = 1,
-                 seed: int = 0, init_checkpoint: str | None = None):
+                 seed: int = 0, init_checkpoint: str | None = None, torch_threads: int | None = None):
+        check_torch_threads(torch_threads)
         if iterations < 1:
             raise ValueError(f"task.iterations must be >= 1, got {iterations}")
         if batch_size < 1:
@@ -49,7 +51,7 @@ class PPOTask:
             raise ValueError(f"task=ppo needs a causal-LM policy (model=smollm2, tiny, hf_causal_lm), "
                              f"got {type(policy).__name__}")
         self.run_dir, self.policy, self.reward, self.module, self.trainer = Path(output_dir), policy, reward, module, trainer
-        self.data, self.evaluator, self.logger = data, evaluator, logger
+        self.data, self.evaluator, self.logger, self.torch_threads = data, evaluator, logger, torch_threads
         self.init_checkpoint = Path(init_checkpoint) if init_checkpoint else None  # e.g. an SFT stage's output
         self.iterations, self.batch_size, self.keep_checkpoints, self.seed = iterations, batch_size, keep_checkpoints, seed
         # PPO samples once per prompt with TRL's untuned generation (paper: temperature 1); only the
@@ -59,6 +61,7 @@ class PPOTask:
     # -- the run -------------------------------------------------------------------------------
     def run(self) -> dict:
         pl.seed_everything(self.seed, workers=True, verbose=False)
+        use_torch_threads(self.torch_threads)
         reset_peak_memory()  # this task's own peak, also inside a pipeline
         # metrics.csv comes from the tracker, as for RAFT; without a logger config, a CSV-only one
         tracker = self.logger(run_dir=self.run_dir) if self.logger else Tracker(self.run_dir)

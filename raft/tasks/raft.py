@@ -12,6 +12,7 @@ from raft.atomic import atomic_write_text
 from raft.loop import RaftLoop, training_cost
 from raft.resources import reset_peak_memory
 from raft.tasks.summary import print_before_after, plot_run
+from raft.threads import check_torch_threads, use_torch_threads
 
 
 class RaftTask:
@@ -19,7 +20,9 @@ class RaftTask:
                  data, filters: Sequence[Callable] = (), evaluator: Any = None, monitor: Any = None,
                  logger: Callable | None = None, teacher=None, iterations: int = 4, batch_size: int = 32,
                  track_kl: bool = True, keep_checkpoints: int = 1, seed: int = 0,
-                 init_checkpoint: str | None = None):
+                 init_checkpoint: str | None = None, torch_threads: int | None = None):
+        check_torch_threads(torch_threads)
+        self.torch_threads = torch_threads
         self.run_dir, self.data, self.evaluator, self.logger, self.seed = Path(output_dir), data, evaluator, logger, seed
         self.policy, self.reward = policy, reward
         self.loop_args = dict(policy=policy, reward=reward, sampler=sampler, selector=selector, module=module,
@@ -31,6 +34,7 @@ class RaftTask:
 
     def run(self) -> dict:
         pl.seed_everything(self.seed, workers=True, verbose=False)
+        use_torch_threads(self.torch_threads)
         reset_peak_memory()  # this task's own peak, also inside a pipeline
         tracker = self.logger(run_dir=self.run_dir) if self.logger else None
         loop = RaftLoop(**self.loop_args, tracker=tracker)
