@@ -63,6 +63,28 @@ class Evaluator:
         atomic_write_text(cached, json.dumps(metrics, indent=2))
         return metrics
 
+    def evaluate_responses(self, prompts: Sequence[str], responses: Sequence[str], out_dir: str | Path) -> dict:
+        """The same columns for fixed responses (a dataset's chosen or rejected ones: the paper's Table 3 rows).
+
+        No perplexity: there is no policy. The first `n_prompts` pairs are used, as for a model.
+        """
+        out_dir = Path(out_dir)
+        cached = out_dir / "eval_metrics.json"
+        if cached.exists():
+            return json.loads(cached.read_text())
+        prompts, responses = list(prompts)[: self.n_prompts], list(responses)[: self.n_prompts]
+        samples = [Sample(prompt_idx=i, prompt=p, response=r, sample_idx=0) for i, (p, r) in enumerate(zip(prompts, responses))]
+        for s, r in zip(samples, self.reward(prompts, responses)):
+            s.reward = r
+        close = getattr(self.reward, "close", None)
+        if close is not None:
+            close()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_samples(out_dir / "eval_samples.jsonl", samples)
+        metrics = {"reward": _mean([s.reward for s in samples]), "ppl": math.nan, **diversity_report(responses)}
+        atomic_write_text(cached, json.dumps(metrics, indent=2))
+        return metrics
+
     def _scored(self, policy, checkpoint, prompts, k: int, out_dir: Path, name: str) -> list[Sample]:
         """Sample k responses per prompt and score them; reuse the file when an earlier attempt wrote it."""
         path = out_dir / name

@@ -33,3 +33,24 @@ def test_evaluate_initial_model(tmp_path, capsys):
 def test_missing_checkpoint_fails_before_loading(tmp_path):
     with pytest.raises(ConfigError, match="task.checkpoint"):
         make_task(tmp_path, f"task.checkpoint={tmp_path / 'nope'}")
+
+
+def test_dataset_rows_score_the_pairs_own_responses(tmp_path):
+    from raft.rewards.vader import VaderSentiment
+
+    chosen = make_task(tmp_path / "chosen", "data=hh_rlhf", "task.responses=chosen").run()
+    rejected = make_task(tmp_path / "rejected", "data=hh_rlhf", "task.responses=rejected").run()
+    for metrics in (chosen, rejected):
+        assert metrics["n"] == 3 and math.isnan(metrics["ppl"])
+    samples = read_samples(tmp_path / "chosen" / "eval_test" / "eval_samples.jsonl")
+    assert chosen["reward"] == pytest.approx(sum(s.reward for s in samples) / 3)
+    rescored = VaderSentiment()([s.prompt for s in samples], [s.response for s in samples])
+    assert [s.reward for s in samples] == pytest.approx(rescored)  # the dataset's own text, scored as is
+    assert chosen["reward"] != rejected["reward"]
+    label = json.loads((tmp_path / "chosen" / "evaluation.json").read_text())["responses"]
+    assert label == "dataset: chosen"
+
+
+def test_dataset_rows_need_preference_pairs(tmp_path):
+    with pytest.raises(ConfigError, match="task.responses=chosen needs preference-pair data"):
+        make_task(tmp_path, "task.responses=chosen")
