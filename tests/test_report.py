@@ -72,10 +72,10 @@ def test_tables_mean_std_over_seeds(sweep, tmp_path, capsys):
     md = (out / "results.md").read_text()
     assert md in printed
     assert "| sampler.K=4 | 2 | 1.500 ± 0.707 | 4.100 ± 0.141 | 0.610 ± 0.014 | 0.032 ± 0.003 | 0.260 ± 0.014 " \
-           "| 105.0 ± 7.1 | 950.0 ± 70.7 | 52.0 ± 2.8 | 64 |" in md
+           "| 105.0 ± 7.1 | 950.0 ± 70.7 | 52.0 ± 2.8 | 64 | 1.000 ± 0.000 |" in md  # best-of-K of iteration 0
     header = md.splitlines()[0]
     assert header == ("| Configuration | Seeds | Reward | PPL | MSTTR-100 | Distinct-1 | Distinct-2 | Unique-1 "
-                      "| Unique-2 | Length | n |")
+                      "| Unique-2 | Length | n | Initial best-of-K |")
     assert "n evaluated responses" in md
     tex = (out / "results.tex").read_text()
     assert r"sampler.K=4 & 2 & 1.500 $\pm$ 0.707" in tex and r"\toprule" in tex

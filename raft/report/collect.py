@@ -116,6 +116,9 @@ def read_run(path: Path, root: Path | None = None) -> Run:
         if not math.isfinite(after.get("reward", math.nan)):
             after["reward"] = last.get("policy_reward", math.nan)
             source = "training reward"
+    first = next((row for row in rows if row.get("iteration") == 0), {})
+    if after is not None and math.isfinite(first.get("best_of_k_reward", math.nan)):
+        after = {**after, "initial_best_of_k": first["best_of_k_reward"]}
     return Run(path, settings, seed, model, rows, before, after, source)
 
 

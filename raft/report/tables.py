@@ -14,14 +14,16 @@ from raft.report.collect import Group
 COLUMNS = [("reward", "Reward", 3), ("ppl", "PPL", 3), ("msttr_100", "MSTTR-100", 3), ("distinct_1", "Distinct-1", 3),
            ("distinct_2", "Distinct-2", 3), ("unique_1", "Unique-1", 0), ("unique_2", "Unique-2", 0),
            ("length", "Length", 1), ("n", "n", 0)]
-# Cost columns (PPO vs RAFT: time and the memory argument), shown when some run recorded them.
-COST_COLUMNS = [("wall_time_s", "Train time (s)", 0), ("peak_rss_mb", "Peak RSS (MiB)", 0),
-                ("peak_gpu_memory_mb", "Peak GPU (MiB)", 0)]
+# Shown when some run recorded them: the best-of-K reward of the first stage's samples (the paper's Table 5
+# "initial best-of-K" column: what ranking has to learn from), and the cost (PPO vs RAFT: time, memory).
+OPTIONAL_COLUMNS = [("initial_best_of_k", "Initial best-of-K", 3), ("wall_time_s", "Train time (s)", 0),
+                    ("peak_rss_mb", "Peak RSS (MiB)", 0), ("peak_gpu_memory_mb", "Peak GPU (MiB)", 0)]
 SOURCE_MARKS = {"evaluation.json": "", "metrics.csv": " *", "training reward": " †"}
 NOTES = [
     "Mean ± sample standard deviation (n-1) over seeds where a configuration has several.",
     "Unique-1/Unique-2 count the n-grams that occur exactly once among the n evaluated responses "
     "(column n): compare them only at equal n.",
+    "Initial best-of-K: mean over the first stage's prompts of the best of their K sampled rewards.",
     "`start` rows evaluate the starting checkpoint; the others the policy after the last RAFT iteration. "
     "Train time sums the iterations (sampling, scoring, fine-tuning); Peak RSS is the training process's "
     "high-water mark during them. "
@@ -51,7 +53,7 @@ def build_rows(groups: list[Group]) -> list[Row]:
     for model, by_seed in starts.items():
         befores = list(by_seed.values())
         rows.append(Row(f"start: {model}", "start",
-                        {key: _finite(b.get(key) for b in befores) for key, _, _ in COLUMNS + COST_COLUMNS},
+                        {key: _finite(b.get(key) for b in befores) for key, _, _ in COLUMNS + OPTIONAL_COLUMNS},
                         len(befores)))
     for group in groups:
         afters = [run.after for run in group.runs if run.after]
@@ -59,7 +61,7 @@ def build_rows(groups: list[Group]) -> list[Row]:
             continue
         marks = "".join(sorted({SOURCE_MARKS[run.after_source] for run in group.runs if run.after}))
         rows.append(Row(group.label + marks, "after",
-                        {key: _finite(a.get(key) for a in afters) for key, _, _ in COLUMNS + COST_COLUMNS},
+                        {key: _finite(a.get(key) for a in afters) for key, _, _ in COLUMNS + OPTIONAL_COLUMNS},
                         len(afters)))
     return rows
 
@@ -84,8 +86,8 @@ def _cell(values: list[float], decimals: int, pm: str, key: str = "") -> str:
 
 
 def columns(rows: list[Row]) -> list[tuple[str, str, int]]:
-    """The paper's columns, plus the cost columns that some row has values for."""
-    return COLUMNS + [c for c in COST_COLUMNS if any(row.values.get(c[0]) for row in rows)]
+    """The paper's columns, plus the optional columns that some row has values for."""
+    return COLUMNS + [c for c in OPTIONAL_COLUMNS if any(row.values.get(c[0]) for row in rows)]
 
 
 def markdown_table(rows: list[Row]) -> str:
