@@ -112,6 +112,18 @@ def test_kl_lines_are_labelled_by_the_differing_override(tmp_path):
     assert [g.label for g in group_runs(find_runs(tmp_path))] == ["selector.beta=0.01", "selector.beta=0.1"]
 
 
+def test_a_sweep_grown_from_two_seeds_to_three_stays_one_configuration(tmp_path):
+    from raft.report.collect import find_runs, group_runs
+
+    for seed, seeds in ((0, 2), (1, 2), (2, 3)):  # seeds=2, then seeds=3 ran only the new seed
+        folder = tmp_path / f"sampler.K=8,seed={seed}"
+        write_run(folder, 8, seed % 2)
+        overrides = yaml.safe_load((folder / ".hydra" / "overrides.yaml").read_text())
+        (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides + [f"seeds={seeds}"]))
+    groups = group_runs(find_runs(tmp_path))
+    assert len(groups) == 1 and len(groups[0].runs) == 3
+
+
 def test_empty_folder_is_an_error(tmp_path, capsys):
     assert main([str(tmp_path)]) == 2
     assert "no run folders" in capsys.readouterr().err

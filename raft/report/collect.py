@@ -99,7 +99,8 @@ def read_run(path: Path, root: Path | None = None) -> Run:
     chosen = _parse_overrides(overrides) if overrides is not None else flat_config
     if home != path:  # a pipeline stage (raft/, ppo/): the stage is part of its configuration
         chosen = {"stage": path.relative_to(home).as_posix(), **chosen}
-    settings = {k: v for k, v in chosen.items() if not _is_seed(k)}
+    # `seeds` only sizes the sweep (seeds=2, then seeds=3 adds one run): not part of a configuration
+    settings = {k: v for k, v in chosen.items() if not _is_seed(k) and k != "seeds"}
     seed = next((v for k, v in chosen.items() if _is_seed(k)), flat_config.get("seed"))
     stage = f"task.stages.{chosen['stage']}." if "stage" in chosen else "task."
     start = _resolved(config, stage + "init_checkpoint")  # e.g. a pipeline's SFT checkpoint
