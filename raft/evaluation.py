@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import torch
 
 from raft.atomic import atomic_write_text
+from raft.evaluation_cache import describe, evaluation_key, restore, store
 from raft.metrics.diversity import diversity_report
 from raft.samples import Sample, read_samples, write_samples
 
@@ -24,7 +25,7 @@ TEXT_KEYS = ("msttr_100", "distinct_1", "distinct_2", "unique_1", "unique_2", "l
 
 class Evaluator:
     def __init__(self, reward: Any, sampler: Any, n_prompts: int | None = None, best_of_k: int = 0, every: int = 1,
-                 seed: int = 0):
+                 seed: int = 0, cache_dir: str | None = None):
         if n_prompts is not None and n_prompts < 1:
             raise ValueError(f"evaluator.n_prompts must be >= 1 or null (all), got {n_prompts}")
         if best_of_k < 0:
@@ -33,20 +34,33 @@ class Evaluator:
             raise ValueError(f"evaluator.every must be >= 1 (evaluate every N iterations), got {every}")
         self.reward, self.sampler, self.n_prompts = reward, sampler, n_prompts
         self.best_of_k, self.every, self.seed = best_of_k, every, seed
+        self.cache_dir = Path(cache_dir) if cache_dir else None  # starting-model evaluations shared by a sweep
 
     def due(self, iteration: int) -> bool:
         """Whether the loop evaluates after iteration `iteration` (0-based)."""
         return (iteration + 1) % self.every == 0
 
     def evaluate(self, policy, checkpoint: Path | None, prompts: Sequence[str], references: Sequence[str] | None,
-                 out_dir: str | Path) -> dict:
+                 out_dir: str | Path, shared: bool = False) -> dict:
+        """`shared`: the starting checkpoint, whose evaluation other runs may already have stored (cache_dir)."""
         out_dir = Path(out_dir)
         cached = out_dir / "eval_metrics.json"
         if cached.exists():
             return json.loads(cached.read_text())
         prompts = list(prompts)[: self.n_prompts]
         references = list(references)[: len(prompts)] if references is not None else None
+        key = None
+        if shared and self.cache_dir is not None:
+            settings = {"sampler": describe(self.sampler), "best_of_k": self.best_of_k, "seed": self.seed}
+            key = evaluation_key(policy, checkpoint, self.reward, settings, prompts, references)
+            if restore(self.cache_dir, key, out_dir):
+                return json.loads(cached.read_text())
+        metrics = self._evaluate(policy, checkpoint, prompts, references, out_dir)
+        if key is not None:
+            store(self.cache_dir, key, out_dir)
+        return metrics
 
+    def _evaluate(self, policy, checkpoint, prompts: list[str], references: list[str] | None, out_dir: Path) -> dict:
         samples = self._scored(policy, checkpoint, prompts, 1, out_dir, "eval_samples.jsonl")
         metrics: dict[str, float] = {"reward": _mean([s.reward for s in samples])}
         metrics["ppl"] = float(policy.perplexity(checkpoint, prompts, references)) if references else math.nan
@@ -60,7 +74,7 @@ class Evaluator:
             for s in many:
                 best[s.prompt_idx] = max(best.get(s.prompt_idx, -math.inf), s.reward)
             metrics["best_of_k_reward"] = _mean(list(best.values()))
-        atomic_write_text(cached, json.dumps(metrics, indent=2))
+        atomic_write_text(out_dir / "eval_metrics.json", json.dumps(metrics, indent=2))
         return metrics
 
     def evaluate_responses(self, prompts: Sequence[str], responses: Sequence[str], out_dir: str | Path) -> dict:

@@ -57,6 +57,24 @@ def test_metrics_samples_and_cache(tmp_path):
     assert len(policy.calls) == 2 and again["reward"] == 2.0
 
 
+def test_start_evaluation_is_shared_by_the_runs_of_a_sweep(tmp_path):
+    cache = tmp_path / "cache"
+    evaluator = Evaluator(WordCountReward(), Sampler(K=1), best_of_k=2, cache_dir=str(cache))
+    first, second, other_model = ScriptedPolicy(), ScriptedPolicy(), ScriptedPolicy()
+    other_model.name_or_path = "another-model"
+    a = evaluator.evaluate(first, None, ["a", "b"], ["ra", "rb"], tmp_path / "run0" / "eval_before", shared=True)
+    b = evaluator.evaluate(second, None, ["a", "b"], ["ra", "rb"], tmp_path / "run1" / "eval_before", shared=True)
+    assert json.dumps(a) == json.dumps(b) and first.calls and not second.calls  # the second run copied the first one's evaluation
+    assert (tmp_path / "run1" / "eval_before" / "eval_samples.jsonl").is_file()  # its own folder is complete
+    evaluator.evaluate(other_model, None, ["a", "b"], ["ra", "rb"], tmp_path / "run2" / "eval_before", shared=True)
+    changed = ScriptedPolicy()
+    evaluator.evaluate(changed, None, ["a", "c"], ["ra", "rc"], tmp_path / "run3" / "eval_before", shared=True)
+    assert other_model.calls and changed.calls  # another model or other prompts: evaluated anew
+    not_shared = ScriptedPolicy()
+    evaluator.evaluate(not_shared, None, ["a", "b"], ["ra", "rb"], tmp_path / "run4" / "iter_000")
+    assert not_shared.calls and len(list(cache.iterdir())) == 3  # later checkpoints are never shared
+
+
 def test_no_references_gives_nan_perplexity(tmp_path):
     policy = ScriptedPolicy()
     metrics = Evaluator(WordCountReward(), Sampler(K=2)).evaluate(policy, None, ["a"], None, tmp_path)

@@ -67,7 +67,8 @@ class PPOTask:
         tracker = self.logger(run_dir=self.run_dir) if self.logger else Tracker(self.run_dir)
         train_prompts = self.data.prompts("train")
         test_prompts, references = self.data.prompts("test"), self.data.references("test")
-        before = self.evaluate(self.init_checkpoint, test_prompts, references, self.run_dir / "eval_before")
+        before = self.evaluate(self.init_checkpoint, test_prompts, references, self.run_dir / "eval_before",
+                               shared=True)
         history = []
         ppo = tokenizer = None
         for t in range(self.iterations):
@@ -158,10 +159,10 @@ class PPOTask:
         metrics.update({f"ppo_{k}": v for k, v in update.items() if k != "kl"})
         return metrics
 
-    def evaluate(self, checkpoint, prompts, references, out_dir: Path) -> dict:
+    def evaluate(self, checkpoint, prompts, references, out_dir: Path, shared: bool = False) -> dict:
         if self.evaluator is None or not prompts:
             return {}
-        return self.evaluator.evaluate(self.policy, checkpoint, prompts, references, out_dir)
+        return self.evaluator.evaluate(self.policy, checkpoint, prompts, references, out_dir, shared)
 
     def stage_dir(self, t: int) -> Path:
         return self.run_dir / f"iter_{t:03d}"

@@ -39,7 +39,7 @@ class RaftTask:
         tracker = self.logger(run_dir=self.run_dir) if self.logger else None
         loop = RaftLoop(**self.loop_args, tracker=tracker)
         test_prompts, references = self.data.prompts("test"), self.data.references("test")
-        before = self.evaluate(loop.checkpoint(-1), test_prompts, references, "eval_before")
+        before = self.evaluate(loop.checkpoint(-1), test_prompts, references, "eval_before", shared=True)
         history = loop.run(self.data.prompts("train"), test_prompts, references)
         after = {k[5:]: v for k, v in history[-1].items() if k.startswith("eval_")} or \
             self.evaluate(loop.last_checkpoint(), test_prompts, references,
@@ -53,7 +53,7 @@ class RaftTask:
         print_before_after(before, after, history, self.run_dir)
         return result
 
-    def evaluate(self, checkpoint, prompts, references, folder: str) -> dict:
+    def evaluate(self, checkpoint, prompts, references, folder: str, shared: bool = False) -> dict:
         if self.evaluator is None or not prompts:
             return {}
-        return self.evaluator.evaluate(self.policy, checkpoint, prompts, references, self.run_dir / folder)
+        return self.evaluator.evaluate(self.policy, checkpoint, prompts, references, self.run_dir / folder, shared)
