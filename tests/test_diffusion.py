@@ -209,6 +209,19 @@ def test_digit_reward_recognises_real_digits():
     assert np.mean(right) > 0.5 > np.mean(wrong)
 
 
+def test_legibility_is_the_best_digit_whatever_the_prompt():
+    from raft.diffusion.digits_model import digits_dataset
+
+    pixels, labels = digits_dataset(16)
+    images = [Image.fromarray(((p[0].numpy() + 1) * 127.5).astype(np.uint8), mode="L") for p in pixels[:50]]
+    legible = DigitClassifierReward(target="any")
+    per_digit = [DigitClassifierReward()([f"digit {d}"] * 50, images) for d in range(10)]
+    assert legible(["digit 0"] * 50, images) == pytest.approx(np.max(per_digit, axis=0).tolist(), abs=1e-6)
+    assert legible(["digit 3"] * 50, images) == legible(["digit 0"] * 50, images)  # blind to the prompt
+    with pytest.raises(ValueError, match="reward.target"):
+        DigitClassifierReward(target="best")
+
+
 def tiny_digits_policy(folder, **kw):
     return DigitsDiffusionPolicy(str(folder), base_resolution=8, channels=(8, 16, 16), pretrain_steps=3,
                                  pretrain_batch_size=16, bf16=False, **kw)

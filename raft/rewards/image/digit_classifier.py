@@ -50,6 +50,9 @@ def load_mnist_cnn(package: str = "digit_recognizer") -> torch.nn.Module:
 class DigitClassifierReward(Reward):
     """Reward = p(digit named at the end of the prompt | image), e.g. prompt "digit 7" scores p(7).
 
+    `target: any` scores legibility instead, max over digits of p(digit | image), blind to the prompt: the
+    analogue of the aesthetic score that the paper's resolution adaptation is rewarded with.
+
     Images are grey, ink bright on dark (as the digits policy writes them, and as MNIST is). MNIST centres
     each digit in a 20x20 box inside the 28x28 frame; `box` is that box (28 = plain resize to 28x28).
 
@@ -60,14 +63,16 @@ class DigitClassifierReward(Reward):
     """
 
     def __init__(self, box: int = 20, batch_size: int = 256, package: str = "digit_recognizer",
-                 lowpass: int | None = None):
+                 lowpass: int | None = None, target: str = "prompt"):
         if not 1 <= box <= 28:
             raise ValueError(f"reward.box must be in [1, 28], got {box}")
         if batch_size < 1:
             raise ValueError(f"reward.batch_size must be >= 1, got {batch_size}")
         if lowpass is not None and lowpass < 1:
             raise ValueError(f"reward.lowpass must be >= 1 (pixels) or null, got {lowpass}")
-        self.box, self.batch_size, self.package, self.lowpass = box, batch_size, package, lowpass
+        if target not in ("prompt", "any"):
+            raise ValueError(f"reward.target must be 'prompt' (p(requested digit)) or 'any' (max p), got {target!r}")
+        self.box, self.batch_size, self.package, self.lowpass, self.target = box, batch_size, package, lowpass, target
         self._net: torch.nn.Module | None = None
 
     @staticmethod
@@ -92,8 +97,10 @@ class DigitClassifierReward(Reward):
     def score_batch(self, prompts: Sequence[str], responses: Sequence[Any]) -> list[float]:
         if self._net is None:
             self._net = load_mnist_cnn(self.package)
-        digits = torch.tensor([self.digit_of(p) for p in prompts])
         probs = F.softmax(self._net(self._inputs(responses)), dim=-1)
+        if self.target == "any":  # legibility, whatever the digit: the prompt-blind analogue of an aesthetic score
+            return probs.max(dim=-1).values.tolist()
+        digits = torch.tensor([self.digit_of(p) for p in prompts])
         return probs[torch.arange(len(digits)), digits].tolist()
 
     def close(self) -> None:
