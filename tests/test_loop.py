@@ -145,3 +145,17 @@ def test_sigterm_during_fine_tuning_saves_no_checkpoint(tmp_path):
     assert not (tmp_path / "iter_000" / "checkpoint").exists()
     assert not list((tmp_path / "iter_000").glob(".*partial"))
     assert (tmp_path / "iter_000" / "selected.jsonl").exists()  # the stages before it are kept
+
+
+def test_a_teacher_can_replay_another_runs_samples(tmp_path):
+    from raft.policies.recorded import RecordedSamples
+
+    make_loop(tmp_path / "teacher", track_kl=False).run(PROMPTS)
+    make_loop(tmp_path / "student", track_kl=False, teacher=RecordedSamples(str(tmp_path / "teacher"))).run(PROMPTS)
+    for t in (0, 1):  # stage by stage, the student saw exactly what the teacher's run drew
+        teacher = read_samples(tmp_path / "teacher" / f"iter_{t:03d}" / "samples.jsonl")
+        student = read_samples(tmp_path / "student" / f"iter_{t:03d}" / "samples.jsonl")
+        assert [(s.prompt_idx, s.response) for s in student] == [(s.prompt_idx, s.response) for s in teacher]
+    other = make_loop(tmp_path / "other", track_kl=False, seed=1, teacher=RecordedSamples(str(tmp_path / "teacher")))
+    with pytest.raises(ValueError, match="same data, seed and task.batch_size"):
+        other.run(PROMPTS)

@@ -132,7 +132,7 @@ def test_sweep_expands_to_the_grid_times_seeds(twin, preset, seeds):
     assert sorted(map(repr, jobs)) == sorted(map(repr, expected))
 
 
-@pytest.mark.parametrize("twin, teacher", [("", "llama7b_sft"), ("mini/", "teacher")])
+@pytest.mark.parametrize("twin, teacher", [("", "llama7b_raft"), ("mini/", "teacher")])
 def test_table7_sweeps_teacher_against_self(twin, teacher):
     cfg = compose_with(f"experiment=paper/{twin}table7_distillation")
     jobs = [parse_job(job) for job in sweep_jobs(cfg)]
@@ -142,9 +142,15 @@ def test_table7_sweeps_teacher_against_self(twin, teacher):
         task = compose_with(f"experiment=paper/{twin}table7_distillation", f"source={source}").task
         if source == "self":
             assert task.teacher is None
-        else:
+        elif twin:
             assert task.teacher._target_ == "raft.policies.causal_lm.CausalLMPolicy"
+        else:  # the paper's teacher: the samples of Table 4's K = 32 run of the same seed, replayed
+            assert task.teacher._target_ == "raft.policies.recorded.RecordedSamples"
+            assert task.teacher.run_dir == "outputs/multirun/paper_table4_k/sampler.K=32,seed=0"
     assert (cfg.sampler.K, cfg.sampler.temperature) == (32, 0.85)
+    replay = compose_with(f"experiment=paper/{twin}table7_distillation", "source=" + (
+        "raft_run" if twin else "llama7b_raft"), "seed=2").task.teacher
+    assert replay.run_dir.endswith("table4_k/sampler.K=32,seed=2")  # the teacher run of the same seed
 
 
 def test_command_line_sweeps_add_to_the_preset_grid():
