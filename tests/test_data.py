@@ -142,3 +142,17 @@ def test_everyday_prompts_file_and_split():
     assert data.chat is True and data.references("test") is None
     with pytest.raises(ValueError, match="prompts only"):
         data.pairs("train")
+
+
+def test_a_separate_test_file_replaces_the_held_out_share(tmp_path):
+    def rows(tag, n):
+        return [{"prompt": f"\n\nHuman: {tag} question {i}\n\nAssistant:", "chosen": f"{tag} yes {i}",
+                 "rejected": f"{tag} no {i}"} for i in range(n)]
+
+    train = write_jsonl(tmp_path / "train.jsonl", rows("train", 10))
+    test = write_jsonl(tmp_path / "test.jsonl", rows("test", 4))
+    data = PreferencePairs(str(train), test_path=str(test), max_test=3)
+    assert len(data.pairs("train")) == 10 and all("train" in p.chosen for p in data.pairs("train"))
+    assert [p.chosen for p in data.pairs("test")] == ["test yes 0", "test yes 1", "test yes 2"]
+    with pytest.raises(ValueError, match="data.test_path="):
+        PreferencePairs(str(train), test_path=str(tmp_path / "missing.jsonl"))

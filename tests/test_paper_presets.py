@@ -93,6 +93,7 @@ def test_paper_scale_settings(preset):
         assert cfg.model.name_or_path == student
     assert cfg.model.chat_template is False
     assert cfg.data.path == "Dahoas/full-hh-rlhf" and cfg.data.max_test == 4608
+    assert (cfg.data.test_path, cfg.data.test_hub_split) == ("Dahoas/full-hh-rlhf", "test")
     assert cfg.sampler.max_new_tokens == 128
     assert cfg.trainer.accelerator == "gpu" and cfg.trainer.precision == "bf16-mixed"
     assert cfg.trainer.max_epochs == 2

@@ -81,10 +81,13 @@ class PreferencePairs:
         max_test: int | None = None,
         max_prompt_chars: int | None = None,
         hub_split: str = "train",
+        test_path: str | None = None,
+        test_hub_split: str = "test",
     ):
         path = str(path)
-        if not is_hub_id(path) and not Path(path).expanduser().is_file():
-            raise ValueError(f"data.path={path!r} does not exist")
+        for key, value in (("path", path), ("test_path", test_path)):
+            if value is not None and not is_hub_id(str(value)) and not Path(str(value)).expanduser().is_file():
+                raise ValueError(f"data.{key}={str(value)!r} does not exist")
         if not 0.0 <= test_fraction < 1.0:
             raise ValueError(f"data.test_fraction must be in [0, 1), got {test_fraction}")
         _check_cap("max_train", max_train)
@@ -93,7 +96,9 @@ class PreferencePairs:
             raise ValueError(f"data.max_prompt_chars must be > 0 or null, got {max_prompt_chars}")
         self.path, self.test_fraction, self.seed = path, test_fraction, seed
         self.max_train, self.max_test, self.max_prompt_chars = max_train, max_test, max_prompt_chars
-        self.hub_split = hub_split
+        # A dataset's own test split (Dahoas/full-hh-rlhf has one): then all of `path` trains and the test
+        # pairs come from here; test_fraction applies only without it.
+        self.hub_split, self.test_path, self.test_hub_split = hub_split, test_path, test_hub_split
         self.report = LoadReport()
         self._splits: dict[str, list[Pair]] | None = None
 
@@ -101,9 +106,16 @@ class PreferencePairs:
         if self._splits is None:
             self.report = LoadReport()
             pairs = load_pairs(self.path, self.hub_split, self.report)
-            self._splits = split_pairs(
-                pairs, self.test_fraction, self.seed, self.max_train, self.max_test, self.max_prompt_chars
-            )
+            if self.test_path is None:
+                self._splits = split_pairs(
+                    pairs, self.test_fraction, self.seed, self.max_train, self.max_test, self.max_prompt_chars
+                )
+            else:
+                test = load_pairs(str(self.test_path), self.test_hub_split, self.report)
+                self._splits = {
+                    "train": split_pairs(pairs, 0.0, self.seed, self.max_train, None, self.max_prompt_chars)["train"],
+                    "test": split_pairs(test, 1.0, self.seed, None, self.max_test, self.max_prompt_chars)["test"],
+                }
         return self._splits
 
     def pairs(self, split: str) -> list[Pair]:
