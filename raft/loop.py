@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from raft.atomic import atomic_dir, atomic_write_text
+from raft.distributed import global_rank, is_rank_zero, wait_for, world_size
 from raft.filters import apply_filters
 from raft.policies.base import Policy
 from raft.resources import peak_memory
@@ -59,6 +60,8 @@ class RaftLoop:
         done = stage / "metrics.json"
         if done.exists():
             return json.loads(done.read_text())
+        if not is_rank_zero():
+            return self.follow(t)
         started = time.time()
         checkpoint = self.checkpoint(t - 1)
         batch = prompt_batch(prompts, t, self.batch_size, self.seed)
@@ -78,6 +81,8 @@ class RaftLoop:
             release_memory()
         metrics = self.metrics(t, scored, selected, stage, eval_prompts, eval_references)
         metrics["wall_time_s"] = round(time.time() - started, 1)
+        if world_size() > 1:
+            metrics["world_size"] = world_size()
         metrics.update(peak_memory())
         atomic_write_text(done, json.dumps(metrics, indent=2))
         log.info("iteration %d (%d of %d): policy reward %.3f | best-of-K %.3f | selected distinct-2 %.3f, "
@@ -88,6 +93,18 @@ class RaftLoop:
             self.tracker.log_iteration(metrics, selected)
         prune_checkpoints(self.checkpoint_dir, t, self.keep_checkpoints)
         return metrics
+
+    def follow(self, t: int) -> dict:
+        """Every rank but 0 (torchrun, SLURM tasks): wait for rank 0's selection, join the distributed
+        fine-tuning (rank 0 saves the checkpoint), then wait for rank 0 to finish the stage."""
+        stage = self.run_dir / f"iter_{t:03d}"
+        selected = read_samples(wait_for(stage / "selected.jsonl"))
+        if not self.checkpoint_dir(t).exists():  # rank 0 cannot finish a distributed fit without this rank
+            scratch = self.run_dir / f".rank{global_rank()}"
+            self.policy.finetune(self.checkpoint(t - 1), selected, scratch, self.module, self.trainer)
+            shutil.rmtree(scratch, ignore_errors=True)
+            release_memory()
+        return json.loads(wait_for(stage / "metrics.json").read_text())
 
     # -- stages --------------------------------------------------------------------------------
     def stage(self, path: Path, produce: Callable[[], list[Sample]]) -> list[Sample]:

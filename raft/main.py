@@ -54,7 +54,7 @@ def hydra_main(cfg: DictConfig):
 
 def objective(result, path: str | None):
     """The float a sweeper optimises (`objective: after.reward`), or the whole result when none is set."""
-    if not path:
+    if not path or result == {}:  # {}: a rank other than 0 of a multi-GPU launch reports nothing
         return result
     value = result
     for key in path.split("."):

@@ -8,6 +8,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from raft.distributed import is_rank_zero, local_rank
 from raft.models import check_model_name, load_causal_lm
 from raft.modules.fitting import fit_to_completion
 from raft.modules.sft import tokenize_pairs
@@ -17,8 +18,8 @@ from raft.samples import Sample
 
 
 def pick_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "auto":  # one GPU per process when torchrun / SLURM started several
+        return torch.device(f"cuda:{local_rank()}" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
 
 
@@ -88,8 +89,9 @@ class CausalLMPolicy(Policy):
         rows = tokenize_pairs(tokenizer, prompts, [s.response for s in samples], self.max_length)
         lit = module(model=model, rows=rows, pad_id=tokenizer.pad_token_id)
         fit_to_completion(trainer(default_root_dir=str(out_dir)), lit)
-        model.save_pretrained(out_dir)  # a LoRA model saves only its adapter
-        tokenizer.save_pretrained(out_dir)
+        if is_rank_zero():  # under DDP every rank holds the same weights; one writes them
+            model.save_pretrained(out_dir)  # a LoRA model saves only its adapter
+            tokenizer.save_pretrained(out_dir)
 
     def log_probs(self, checkpoint, samples: Sequence[Sample]) -> list[float]:
         from raft.metrics.perplexity import sequence_log_probs

@@ -9,6 +9,7 @@ from typing import Any, Callable, Sequence
 import pytorch_lightning as pl
 
 from raft.atomic import atomic_write_text
+from raft.distributed import is_rank_zero
 from raft.loop import RaftLoop, training_cost
 from raft.resources import reset_peak_memory
 from raft.tasks.summary import print_before_after, plot_run
@@ -36,6 +37,9 @@ class RaftTask:
         pl.seed_everything(self.seed, workers=True, verbose=False)
         use_torch_threads(self.torch_threads)
         reset_peak_memory()  # this task's own peak, also inside a pipeline
+        if not is_rank_zero():  # another process of a multi-GPU launch: it only joins the fine-tuning
+            RaftLoop(**self.loop_args).run(self.data.prompts("train"))
+            return {}
         tracker = self.logger(run_dir=self.run_dir) if self.logger else None
         loop = RaftLoop(**self.loop_args, tracker=tracker)
         test_prompts, references = self.data.prompts("test"), self.data.references("test")

@@ -9,6 +9,7 @@ from typing import Callable
 import pytorch_lightning as pl
 
 from raft.atomic import atomic_dir
+from raft.distributed import is_rank_zero, wait_for
 from raft.modules.fitting import fit_to_completion
 from raft.modules.reward_model import (
     MINILM_ALIAS,
@@ -52,6 +53,8 @@ class RewardModelTask:
         module = self.module(model=model, tokenizer=tokenizer,
                              train_pairs=self.data.pairs("train"), val_pairs=self.data.pairs("test"))
         fit_to_completion(self.trainer(max_epochs=self.epochs), module)
+        if not is_rank_zero():  # another process of a torchrun / SLURM launch: rank 0 scores and saves
+            return json.loads(wait_for(self.output_dir / METRICS_FILE).read_text())
         test = self.data.pairs("test")
         chosen, rejected = score_pairs(module.model, tokenizer, test, self.eval_batch_size,
                                        module.max_length, module.text_template)
