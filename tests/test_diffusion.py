@@ -283,12 +283,13 @@ def test_diffusion_task_from_config_writes_table_and_grids(tmp_path):
     run = tmp_path / "run"
     for split in ("in_domain", "out_of_domain"):
         for when in ("before", "after"):
-            stats = result[when][split]["DigitClassifierReward"]
-            assert stats["n"] == (4 if split == "in_domain" else 2) and 0 <= stats["mean"] <= 1
+            for name in ("p(requested digit)", "legibility"):  # the preset's two Table 8 rows
+                stats = result[when][split][name]
+                assert stats["n"] == (4 if split == "in_domain" else 2) and 0 <= stats["mean"] <= 1
         with Image.open(run / f"grid_{split}.png") as grid:
             assert grid.width > 2 * grid.height // 2  # before and after side by side
     table = (run / "table.md").read_text()
-    assert "in-domain before" in table and "DigitClassifierReward" in table and "±" in table
+    assert "in-domain before" in table and "| legibility |" in table and "±" in table
     assert (run / "iter_000" / "metrics.json").is_file()
 
 
@@ -362,3 +363,18 @@ def test_digits_trainable_and_frozen_pick_the_fine_tuned_weights(tmp_path):
     assert not unet.class_embedding.weight.requires_grad and unet.conv_in.weight.requires_grad
     with pytest.raises(ValueError, match="no UNet parameter"):
         tiny_digits_policy(tmp_path / "p", frozen=[""]).select_trainable(unet)
+
+
+def test_grid_bars_are_as_long_as_the_reward():
+    from raft.diffusion.grids import BAR, CAPTION, before_after_grid
+
+    black = [Image.new("L", (8, 8)) for _ in range(2)]
+    grid = before_after_grid([("before", black, [0.0, 0.5]), ("RAFT", black, [1.0, 0.25])], columns=2, scale=4)
+    pixels = np.asarray(grid)
+    bar_row = pixels[CAPTION + 32 + BAR // 2]  # the bars under the first (only) row of tiles
+
+    def green(x0, x1):
+        return int(sum(1 for p in bar_row[x0:x1] if p[1] > 100 and p[0] < 100))
+
+    gap = max(4, 64 // 40)
+    assert [green(0, 32), green(32, 64), green(64 + gap, 96 + gap), green(96 + gap, 128 + gap)] == [0, 16, 32, 8]

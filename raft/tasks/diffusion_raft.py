@@ -18,7 +18,8 @@ import pytorch_lightning as pl
 from PIL import Image
 
 from raft.atomic import atomic_write_text
-from raft.diffusion.images import image_grid, save_png
+from raft.diffusion.grids import before_after_grid
+from raft.diffusion.images import save_png
 from raft.loop import RaftLoop
 from raft.samples import read_samples, write_samples
 from raft.tasks.summary import plot_run
@@ -40,6 +41,7 @@ class DiffusionRaftTask:
         if grid_prompts < 1 or grid_samples < 1:
             raise ValueError("task.grid_prompts and task.grid_samples must be >= 1")
         self.run_dir, self.policy, self.data, self.logger, self.seed = Path(output_dir), policy, data, logger, seed
+        self.reward = reward
         self.eval_rewards = dict(eval_rewards) if eval_rewards else {type(reward).__name__: reward}
         self.eval_sampler = dataclasses.replace(sampler, K=eval_samples_per_prompt)
         self.grid_prompts, self.grid_samples, self.torch_threads = grid_prompts, grid_samples, torch_threads
@@ -105,26 +107,27 @@ class DiffusionRaftTask:
 
     # -- grids ---------------------------------------------------------------------------------
     def write_grid(self, split: str) -> None:
-        """Rows = prompts, columns = noise seeds; before on the left, after on the right."""
+        """Rows = prompts, columns = noise seeds; before on the left, after on the right, and under every
+        image a bar of its training reward."""
         halves = [self.grid_half(self.run_dir / folder / split) for folder in ("eval_before", "eval_after")]
         if not all(halves):
             return
-        left, right = halves
-        gap = max(4, left.width // 40)
-        grid = Image.new("RGB", (left.width + gap + right.width, max(left.height, right.height)), (255, 255, 255))
-        grid.paste(left, (0, 0))
-        grid.paste(right, (left.width + gap, 0))
+        (before, before_scores), (after, after_scores) = halves
+        grid = before_after_grid([("before", before, before_scores), ("RAFT", after, after_scores)],
+                                 columns=min(self.grid_samples, self.eval_sampler.K),
+                                 scale=max(1, 96 // before[0].width))
         save_png(grid, self.run_dir / f"grid_{split}.png")
 
-    def grid_half(self, folder: Path) -> Image.Image | None:
+    def grid_half(self, folder: Path) -> tuple[list[Image.Image], list[float]] | None:
         path = folder / "samples.jsonl"
         if not path.exists():
             return None
         samples = [s for s in read_samples(path) if s.prompt_idx < self.grid_prompts and s.sample_idx < self.grid_samples]
         samples.sort(key=lambda s: (s.prompt_idx, s.sample_idx))
-        images = [self.policy.response_for_reward(s, folder).convert("RGB") for s in samples]
-        columns = min(self.grid_samples, self.eval_sampler.K)
-        return image_grid(images, columns, scale=max(1, 96 // images[0].width))
+        images = [self.policy.response_for_reward(s, folder) for s in samples]
+        scores = self.reward([s.prompt for s in samples], images)
+        self.reward.close()
+        return images, scores
 
 
 def _cell(stats: dict | None) -> str:
