@@ -22,7 +22,7 @@ PAPER = CONF / "experiment" / "paper"
 PAPER_PRESETS = sorted(p.stem for p in PAPER.glob("*.yaml"))
 MINI_PRESETS = sorted(p.stem for p in (PAPER / "mini").glob("*.yaml"))
 DIFFUSION = {"table8_resolution_adaptation", "figure6_alignment"}
-SHARED = {"setup", "raft", "evaluate_base"}  # building blocks and single runs, no sweep of their own
+SHARED = {"setup", "raft", "evaluate_base", "table3_rows"}  # building blocks and runs without a seed sweep
 LLM_PAPER = [p for p in PAPER_PRESETS if p not in DIFFUSION]
 
 # Each table/figure preset's grid without the seeds: {override key: values}, as the paper states it.
@@ -63,6 +63,16 @@ def parse_job(job):
     """{key: value} of one job's overrides, values parsed as Hydra parses them (ints, floats, dicts)."""
     parsed = OverridesParser.create().parse_overrides(job)
     return {o.key_or_group: o.value() for o in parsed}
+
+
+@pytest.mark.parametrize("twin", ["", "mini/"])
+def test_table3_rows_score_the_dataset_and_the_base_model_with_the_trained_reward_model(twin):
+    cfg = compose_with(f"experiment=paper/{twin}table3_rows")
+    jobs = [parse_job(job) for job in sweep_jobs(cfg)]
+    assert [job["task.responses"] for job in jobs] == ["chosen", "rejected", "model"]
+    assert cfg.task._target_ == "raft.tasks.evaluate.EvaluateTask"
+    assert cfg.reward._target_ == "raft.rewards.reward_model.TrainedRewardModel"
+    assert cfg.reward.path == cfg.paper.reward_model  # the reward model table3_main trains
 
 
 def test_every_paper_preset_has_a_mini_twin():
@@ -114,7 +124,7 @@ def test_paper_scale_settings(preset):
         assert stages.sft.epochs == 1 and stages.raft.batch_size == 2048
         assert stages.raft.init_checkpoint == stages.sft.output_dir + "/checkpoint"
         assert (cfg.sampler.K, cfg.sampler.temperature) == (32, 1.0)
-    elif preset != "setup" and preset != "evaluate_base":
+    elif preset not in ("setup", "evaluate_base", "table3_rows"):
         assert cfg.task.batch_size == 2048
         expected_init = None if preset == "table7_distillation" else "outputs/paper/llama-7b-sft/checkpoint"
         assert cfg.task.init_checkpoint == expected_init
@@ -226,7 +236,7 @@ def test_mini_twins_instantiate_their_cheap_parts(preset, monkeypatch, tmp_path)
     prompts = data.prompts("train")
     assert len(prompts) > 100 and all(p.endswith("Assistant:") for p in prompts[:20])
     assert len(data.prompts("test")) == 32
-    if preset in ("table3_main", "table3_ppo", "evaluate_base", "setup"):
+    if preset in ("table3_main", "table3_ppo", "table3_rows", "evaluate_base", "setup"):
         return
     # the whole RAFT task builds (constructors validate; weights load lazily, on first use)
     cfg.task.output_dir = str(tmp_path)  # ${hydra:runtime.output_dir} exists only inside a Hydra run
