@@ -127,3 +127,21 @@ def test_a_sweep_grown_from_two_seeds_to_three_stays_one_configuration(tmp_path)
 def test_empty_folder_is_an_error(tmp_path, capsys):
     assert main([str(tmp_path)]) == 2
     assert "no run folders" in capsys.readouterr().err
+
+
+def test_image_runs_get_the_table8_layout(tmp_path, capsys):
+    for seed, (before, after) in enumerate([(0.40, 0.50), (0.44, 0.60)]):
+        folder = tmp_path / f"seed={seed}"
+        (folder / ".hydra").mkdir(parents=True)
+        (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"seed={seed}"]))
+        split = lambda value: {"legibility": {"mean": value, "std": 0.1, "n": 20}}  # noqa: E731
+        (folder / "evaluation.json").write_text(json.dumps({
+            "before": {"in_domain": split(before), "out_of_domain": split(before - 0.2)},
+            "after": {"in_domain": split(after), "out_of_domain": split(after - 0.2)}}))
+    assert main([str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "| Configuration | Score | Seeds | in-domain before | in-domain RAFT | out-of-domain before |" in printed
+    # in-domain after: 0.50 and 0.60 -> 0.550 ± 0.071; out-of-domain before: 0.20 and 0.24 -> 0.220 ± 0.028
+    assert "| legibility | 2 | 0.420 ± 0.028 | 0.550 ± 0.071 | 0.220 ± 0.028 | 0.350 ± 0.071 |" in printed
+    rows = list(csv.DictReader(open(tmp_path / "report" / "results.csv")))
+    assert float(rows[0]["in_domain_after_mean"]) == pytest.approx(0.55)

@@ -16,6 +16,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
 
     from raft.report.collect import find_runs, group_runs
+    from raft.report.image_tables import image_csv, image_markdown, is_image_run
     from raft.report.plots import write_plots
     from raft.report.tables import build_rows, csv_table, latex_table, markdown_table
 
@@ -28,14 +29,20 @@ def main(argv: list[str]) -> int:
         return 2
     out = args.out or args.path / "report"
     groups = group_runs(runs)
-    rows = build_rows(groups)
-    markdown = markdown_table(rows)
+    written = ["results.md", "results.csv"]
+    if all(is_image_run(run) for run in runs):  # diffusion runs: the paper's Table 8 layout
+        markdown = image_markdown(groups)
+        atomic_write_text(out / "results.csv", image_csv(groups))
+    else:
+        rows = build_rows(groups)
+        markdown = markdown_table(rows)
+        atomic_write_text(out / "results.csv", csv_table(rows))
+        atomic_write_text(out / "results.tex", latex_table(rows))
+        written.append("results.tex")
     atomic_write_text(out / "results.md", markdown)
-    atomic_write_text(out / "results.csv", csv_table(rows))
-    atomic_write_text(out / "results.tex", latex_table(rows))
     plots = write_plots(groups, out)
 
     print(f"{len(runs)} runs in {len(groups)} configurations under {args.path}\n")
     print(markdown)
-    print(f"written to {out}: results.md, results.csv, results.tex" + "".join(f", {p.name}" for p in plots))
+    print(f"written to {out}: " + ", ".join(written + [p.name for p in plots]))
     return 0
