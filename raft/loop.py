@@ -67,7 +67,7 @@ class RaftLoop:
         batch = prompt_batch(prompts, t, self.batch_size, self.seed)
         # 1. sample K responses per prompt (from a teacher when one is given: distillation)
         source, source_ckpt = (self.teacher, None) if self.teacher else (self.policy, checkpoint)
-        torch.manual_seed(self.seed * 1_000 + t)
+        seed_stage(self.seed, t)
         samples = self.stage(stage / "samples.jsonl",
                              lambda: source.sample(source_ckpt, batch, self.sampler, stage))
         # 2. score them (and add log-probabilities for KL-penalised ranking and the KL estimate)
@@ -76,6 +76,7 @@ class RaftLoop:
         selected = self.stage(stage / "selected.jsonl", lambda: self.select(scored, stage))
         # 4. fine-tune the current policy on the selected set
         if not self.checkpoint_dir(t).exists():
+            seed_stage(self.seed, t)  # a resumed run shuffles and drops out as the uninterrupted one did
             with atomic_dir(self.checkpoint_dir(t)) as tmp:
                 self.policy.finetune(checkpoint, selected, tmp, self.module, self.trainer)
             release_memory()
@@ -100,6 +101,7 @@ class RaftLoop:
         stage = self.run_dir / f"iter_{t:03d}"
         selected = read_samples(wait_for(stage / "selected.jsonl"))
         if not self.checkpoint_dir(t).exists():  # rank 0 cannot finish a distributed fit without this rank
+            seed_stage(self.seed, t)
             scratch = self.run_dir / f".rank{global_rank()}"
             self.policy.finetune(self.checkpoint(t - 1), selected, scratch, self.module, self.trainer)
             shutil.rmtree(scratch, ignore_errors=True)
@@ -182,6 +184,13 @@ class RaftLoop:
 
 def mean(values: Sequence[float]) -> float:
     return float(sum(values) / len(values)) if values else float("nan")
+
+
+def seed_stage(seed: int, t: int) -> None:
+    """Every random draw of stage t from its own seed, not from what earlier stages consumed: a run resumed in
+    a new process samples and fine-tunes exactly as the uninterrupted run would have."""
+    random.seed(seed * 1_000 + t)
+    torch.manual_seed(seed * 1_000 + t)
 
 
 def release_memory() -> None:

@@ -159,3 +159,26 @@ def test_a_teacher_can_replay_another_runs_samples(tmp_path):
     other = make_loop(tmp_path / "other", track_kl=False, seed=1, teacher=RecordedSamples(str(tmp_path / "teacher")))
     with pytest.raises(ValueError, match="same data, seed and task.batch_size"):
         other.run(PROMPTS)
+
+
+def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path):
+    from safetensors.torch import load_file
+
+    make_loop(tmp_path / "straight").run(PROMPTS)
+    loop = make_loop(tmp_path / "resumed")
+    real_finetune = loop.policy.finetune
+
+    def die_in_iteration_1(checkpoint, *args, **kwargs):
+        if checkpoint is not None:
+            raise KeyboardInterrupt("simulated kill")
+        return real_finetune(checkpoint, *args, **kwargs)
+
+    loop.policy.finetune = die_in_iteration_1
+    with pytest.raises(KeyboardInterrupt):
+        loop.run(PROMPTS)
+    torch.manual_seed(12345)  # a new process: whatever state the global generators are in
+    make_loop(tmp_path / "resumed").run(PROMPTS)
+    straight = load_file(tmp_path / "straight" / "iter_001" / "checkpoint" / "model.safetensors")
+    resumed = load_file(tmp_path / "resumed" / "iter_001" / "checkpoint" / "model.safetensors")
+    assert straight.keys() == resumed.keys()
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
