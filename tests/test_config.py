@@ -99,3 +99,16 @@ def test_objective_picks_a_float_from_the_task_result():
     assert objective(result, "after.reward") == 0.25
     with pytest.raises(KeyError, match="objective='after.ppl'"):
         objective(result, "after.ppl")
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_preset_gives_its_module_only_arguments_it_takes(experiment):
+    """A preset's settings for one Lightning module must not leak into another (e.g. SFT's scheduler into PPO)."""
+    import importlib
+    import inspect
+
+    module = compose_with(f"experiment={experiment}").module
+    path, _, name = module._target_.rpartition(".")
+    accepted = inspect.signature(getattr(importlib.import_module(path), name)).parameters
+    unknown = [k for k in module if not k.startswith("_") and k not in accepted]
+    assert not unknown, f"{module._target_} takes no {unknown}"
