@@ -145,3 +145,13 @@ def test_image_runs_get_the_table8_layout(tmp_path, capsys):
     assert "| legibility | 2 | 0.420 ± 0.028 | 0.550 ± 0.071 | 0.220 ± 0.028 | 0.350 ± 0.071 |" in printed
     rows = list(csv.DictReader(open(tmp_path / "report" / "results.csv")))
     assert float(rows[0]["in_domain_after_mean"]) == pytest.approx(0.55)
+
+
+def test_the_start_row_names_the_model_with_interpolations_resolved(tmp_path):
+    from raft.report.collect import read_run
+
+    write_run(tmp_path, 8, 0)
+    config = yaml.safe_load((tmp_path / ".hydra" / "config.yaml").read_text())
+    config.update(paper={"sft": "outputs/paper_mini/smollm2-sft"}, model={"name_or_path": "${paper.sft}/checkpoint"})
+    (tmp_path / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    assert read_run(tmp_path).model == "outputs/paper_mini/smollm2-sft/checkpoint"

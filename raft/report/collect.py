@@ -104,7 +104,7 @@ def read_run(path: Path, root: Path | None = None) -> Run:
     seed = next((v for k, v in chosen.items() if _is_seed(k)), flat_config.get("seed"))
     stage = f"task.stages.{chosen['stage']}." if "stage" in chosen else "task."
     start = _resolved(config, stage + "init_checkpoint")  # e.g. a pipeline's SFT checkpoint
-    model = start or flat_config.get("model.name_or_path") or chosen.get("model") or "initial model"
+    model = start or _resolved(config, "model.name_or_path") or chosen.get("model") or "initial model"
 
     rows = [{k: _number(v) for k, v in row.items()} for row in read_metrics_csv(path / "metrics.csv")]
     evaluation = json.loads((path / "evaluation.json").read_text()) if (path / "evaluation.json").exists() else {}
