@@ -59,9 +59,8 @@ def test_every_stage_writes_its_file_and_metrics(tmp_path):
     assert history[0]["kl"] == pytest.approx(0.0)  # iteration 0 samples the initial model itself
 
 
-def test_killed_run_resumes_at_the_first_unfinished_stage(tmp_path):
-    # Kill the run inside iteration 1's fine-tuning (after its samples, scores and selection exist).
-    loop = make_loop(tmp_path)
+def kill_in_iteration_1(loop):
+    """Run the loop and kill it as iteration 1's fine-tuning starts (its samples, scores and selection exist)."""
     real_finetune = loop.policy.finetune
 
     def finetune_then_die(checkpoint, *args, **kwargs):
@@ -72,6 +71,10 @@ def test_killed_run_resumes_at_the_first_unfinished_stage(tmp_path):
     loop.policy.finetune = finetune_then_die
     with pytest.raises(KeyboardInterrupt):
         loop.run(PROMPTS)
+
+
+def test_killed_run_resumes_at_the_first_unfinished_stage(tmp_path):
+    kill_in_iteration_1(make_loop(tmp_path))
     stage = tmp_path / "iter_001"
     assert not (stage / "checkpoint").exists() and not (stage / "metrics.json").exists()
     assert not list(stage.glob(".*partial"))  # the half-written checkpoint was removed
@@ -165,17 +168,7 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path):
     from safetensors.torch import load_file
 
     make_loop(tmp_path / "straight").run(PROMPTS)
-    loop = make_loop(tmp_path / "resumed")
-    real_finetune = loop.policy.finetune
-
-    def die_in_iteration_1(checkpoint, *args, **kwargs):
-        if checkpoint is not None:
-            raise KeyboardInterrupt("simulated kill")
-        return real_finetune(checkpoint, *args, **kwargs)
-
-    loop.policy.finetune = die_in_iteration_1
-    with pytest.raises(KeyboardInterrupt):
-        loop.run(PROMPTS)
+    kill_in_iteration_1(make_loop(tmp_path / "resumed"))
     torch.manual_seed(12345)  # a new process: whatever state the global generators are in
     make_loop(tmp_path / "resumed").run(PROMPTS)
     straight = load_file(tmp_path / "straight" / "iter_001" / "checkpoint" / "model.safetensors")
