@@ -88,11 +88,8 @@ class Evaluator:
             return json.loads(cached.read_text())
         prompts, responses = list(prompts)[: self.n_prompts], list(responses)[: self.n_prompts]
         samples = [Sample(prompt_idx=i, prompt=p, response=r, sample_idx=0) for i, (p, r) in enumerate(zip(prompts, responses))]
-        for s, r in zip(samples, self.reward(prompts, responses)):
+        for s, r in zip(samples, self.scores(prompts, responses)):
             s.reward = r
-        close = getattr(self.reward, "close", None)
-        if close is not None:
-            close()
         out_dir.mkdir(parents=True, exist_ok=True)
         write_samples(out_dir / "eval_samples.jsonl", samples)
         metrics = {"reward": _mean([s.reward for s in samples]), "ppl": math.nan, **diversity_report(responses)}
@@ -109,13 +106,17 @@ class Evaluator:
         torch.manual_seed(self.seed)  # the same random stream for every checkpoint: a paired before/after
         samples = policy.sample(checkpoint, list(enumerate(prompts)), sampler, out_dir)
         responses = [policy.response_for_reward(s, out_dir) for s in samples]
-        for s, r in zip(samples, self.reward([s.prompt for s in samples], responses)):
+        for s, r in zip(samples, self.scores([s.prompt for s in samples], responses)):
             s.reward = r
+        write_samples(path, samples)
+        return samples
+
+    def scores(self, prompts: Sequence[str], responses: Sequence[Any]) -> list[float]:
+        scores = self.reward(prompts, responses)
         close = getattr(self.reward, "close", None)
         if close is not None:
             close()  # free the reward model before the policy loads again
-        write_samples(path, samples)
-        return samples
+        return scores
 
 
 def _mean(values: list[float]) -> float:
