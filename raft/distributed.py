@@ -9,8 +9,10 @@ Lightning takes the ranks from the same environment, so it launches no processes
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
+from typing import Callable
 
 
 def _env_int(*names: str, default: int) -> int:
@@ -44,3 +46,11 @@ def wait_for(path: Path, poll_s: float = 1.0, timeout_s: float | None = None) ->
             raise TimeoutError(f"rank {global_rank()}: {path} did not appear within {timeout_s:.0f} s")
         time.sleep(poll_s)
     return Path(path)
+
+
+def train_along(folder: Path, finetune: Callable[[Path], None]) -> None:
+    """A rank other than 0 joins a distributed fit. Rank 0 saves the result, so this rank's output folder
+    (`folder/.rank<N>`) is scratch, removed afterwards."""
+    scratch = Path(folder) / f".rank{global_rank()}"
+    finetune(scratch)
+    shutil.rmtree(scratch, ignore_errors=True)

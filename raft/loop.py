@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from raft.atomic import atomic_dir, atomic_write_text
-from raft.distributed import global_rank, is_rank_zero, wait_for, world_size
+from raft.distributed import is_rank_zero, train_along, wait_for, world_size
 from raft.filters import apply_filters
 from raft.policies.base import Policy
 from raft.resources import peak_memory
@@ -102,9 +102,8 @@ class RaftLoop:
         selected = read_samples(wait_for(stage / "selected.jsonl"))
         if not self.checkpoint_dir(t).exists():  # rank 0 cannot finish a distributed fit without this rank
             seed_stage(self.seed, t)
-            scratch = self.run_dir / f".rank{global_rank()}"
-            self.policy.finetune(self.checkpoint(t - 1), selected, scratch, self.module, self.trainer)
-            shutil.rmtree(scratch, ignore_errors=True)
+            train_along(self.run_dir, lambda scratch: self.policy.finetune(
+                self.checkpoint(t - 1), selected, scratch, self.module, self.trainer))
             release_memory()
         return json.loads(wait_for(stage / "metrics.json").read_text())
 

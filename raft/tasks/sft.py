@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from functools import partial
 from pathlib import Path
 from typing import Callable
@@ -10,7 +9,7 @@ from typing import Callable
 import pytorch_lightning as pl
 
 from raft.atomic import atomic_dir
-from raft.distributed import global_rank, is_rank_zero, wait_for
+from raft.distributed import is_rank_zero, train_along, wait_for
 from raft.samples import Sample
 
 
@@ -34,9 +33,8 @@ class SFTTask:
         examples = [Sample(prompt_idx=i, prompt=p.prompt, response=p.chosen) for i, p in enumerate(pairs)]
         trainer = partial(self.trainer, max_epochs=self.epochs)
         if not is_rank_zero():  # another process of a torchrun / SLURM launch: train along, rank 0 saves
-            scratch = self.checkpoint.parent / f".rank{global_rank()}"
-            self.policy.finetune(None, examples, scratch, self.module, trainer)
-            shutil.rmtree(scratch, ignore_errors=True)
+            train_along(self.checkpoint.parent, lambda scratch: self.policy.finetune(
+                None, examples, scratch, self.module, trainer))
             return wait_for(self.checkpoint)
         with atomic_dir(self.checkpoint) as tmp:
             self.policy.finetune(None, examples, tmp, self.module, trainer)
