@@ -8,6 +8,7 @@ engine (vLLM sampling, a distributed trainer) without touching this file.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import logging
@@ -70,7 +71,7 @@ class RaftLoop:
         seed_stage(self.seed, t)
         samples = self.stage(stage / "samples.jsonl",
                              lambda: source.sample(source_ckpt, batch, self.sampler, stage))
-        # 2. score them (and add log-probabilities for KL-penalised ranking and the KL estimate)
+        # 2. score them (and add log-probabilities where the ranking is KL-penalised)
         scored = self.stage(stage / "scored.jsonl", lambda: self.score(samples, stage, checkpoint))
         # 3. select the best (local / global / KL-penalised), then drop reward-hacking samples
         selected = self.stage(stage / "selected.jsonl", lambda: self.select(scored, stage))
@@ -78,18 +79,22 @@ class RaftLoop:
         if not self.checkpoint_dir(t).exists():
             seed_stage(self.seed, t)  # a resumed run shuffles and drops out as the uninterrupted one did
             with atomic_dir(self.checkpoint_dir(t)) as tmp:
-                self.policy.finetune(checkpoint, selected, tmp, self.module, self.trainer)
+                self.policy.finetune(checkpoint, self.training_set(selected), tmp, self.module, self.trainer)
             release_memory()
-        metrics = self.metrics(t, scored, selected, stage, eval_prompts, eval_references)
+        # 5. how far the policy this stage produced has moved from the initial one
+        kl = self.stage(stage / "kl_samples.jsonl", lambda: self.kl_samples(t, batch)) if self.tracks_kl else []
+        metrics = self.metrics(t, scored, selected, kl, stage, eval_prompts, eval_references)
         metrics["wall_time_s"] = round(time.time() - started, 1)
         if world_size() > 1:
             metrics["world_size"] = world_size()
         metrics.update(peak_memory())
         atomic_write_text(done, json.dumps(metrics, indent=2))
-        log.info("iteration %d (%d of %d): policy reward %.3f | best-of-K %.3f | selected distinct-2 %.3f, "
-                 "length %.1f | %.0f s", t, t + 1, self.iterations, metrics["policy_reward"], metrics["best_of_k_reward"],
+        who = "teacher" if self.teacher else "policy"
+        log.info("iteration %d (%d of %d): %s reward %.3f | best-of-K %.3f | selected distinct-2 %.3f, "
+                 "length %.1f | at the length cap %.0f%% | %.0f s", t, t + 1, self.iterations, who,
+                 metrics[f"{who}_reward"], metrics["teacher_best_of_k_reward" if self.teacher else "best_of_k_reward"],
                  metrics.get("selected_distinct_2", float("nan")), metrics.get("selected_length", float("nan")),
-                 metrics["wall_time_s"])
+                 100 * metrics.get("capped_share", float("nan")), metrics["wall_time_s"])
         if self.tracker is not None:
             self.tracker.log_iteration(metrics, selected)
         prune_checkpoints(self.checkpoint_dir, t, self.keep_checkpoints)
@@ -103,7 +108,7 @@ class RaftLoop:
         if not self.checkpoint_dir(t).exists():  # rank 0 cannot finish a distributed fit without this rank
             seed_stage(self.seed, t)
             train_along(self.run_dir, lambda scratch: self.policy.finetune(
-                self.checkpoint(t - 1), selected, scratch, self.module, self.trainer))
+                self.checkpoint(t - 1), self.training_set(selected), scratch, self.module, self.trainer))
             release_memory()
         return json.loads(wait_for(stage / "metrics.json").read_text())
 
@@ -122,40 +127,48 @@ class RaftLoop:
         self.reward.close()  # never hold the reward model while the policy trains
         for s, r in zip(samples, rewards):
             s.reward = r
-        needs_all = getattr(self.selector, "needs_log_probs", False)
-        if needs_all or self.track_kl:
-            # KL estimate only needs one sample per prompt; KL-penalised ranking needs them all
-            chosen = samples if needs_all else [s for s in samples if s.sample_idx == 0]
-            current = self.policy.log_probs(checkpoint, chosen)
-            at_start = checkpoint == self.init_checkpoint
-            initial = current if at_start else self.policy.log_probs(self.init_checkpoint, chosen)
-            for s, lp, ref in zip(chosen, current, initial):
-                s.logp, s.ref_logp = lp, ref
+        if getattr(self.selector, "needs_log_probs", False):  # KL-penalised ranking (eq. 5): every sample
+            add_log_probs(self.policy, samples, checkpoint, self.init_checkpoint)
         return samples
 
+    @property
+    def tracks_kl(self) -> bool:
+        return self.track_kl and type(self.policy).log_probs is not Policy.log_probs
+
+    def kl_samples(self, t: int, batch: list[tuple[int, str]]) -> list[Sample]:
+        return kl_samples(self.policy, self.checkpoint_dir(t), self.init_checkpoint, batch, self.sampler,
+                          self.run_dir / f"iter_{t:03d}", self.seed, t)
+
+    def training_set(self, selected: list[Sample]) -> list[Sample]:
+        """A teacher's token ids belong to its tokenizer: the student is trained on the text, tokenised its own way."""
+        return [s.as_text() for s in selected] if self.teacher is not None else selected
+
     def select(self, scored: list[Sample], stage: Path) -> list[Sample]:
+        removed: dict[str, int] = {}
+        if self.sampler.truncated == "drop":  # rank only what the model finished
+            finished = [s for s in scored if not s.truncated]
+            removed["truncated"] = len(scored) - len(finished)
+            scored = finished
         selected = self.selector(scored)
-        kept, removed = apply_filters(self.filters, selected, stage)
+        kept, filtered = apply_filters(self.filters, selected, stage)
+        removed.update(filtered)
         if any(removed.values()):
-            log.warning("post-filters removed %s of %d selected samples", removed, len(selected))
+            log.warning("removed before or after selection: %s (%d selected of %d samples)", removed, len(kept),
+                        len(scored) + removed.get("truncated", 0))
         atomic_write_text(stage / "filtered.json", json.dumps(removed))
         return kept
 
     # -- bookkeeping ---------------------------------------------------------------------------
-    def metrics(self, t, scored, selected, stage, eval_prompts, eval_references) -> dict:
-        by_prompt: dict[int, list[float]] = {}
-        for s in scored:
-            by_prompt.setdefault(s.prompt_idx, []).append(s.reward)
-        metrics = {
-            "iteration": t,
-            "policy_reward": mean([r for rs in by_prompt.values() for r in rs]),
-            "best_of_k_reward": mean([max(rs) for rs in by_prompt.values()]),
-            "selected_reward": mean([s.reward for s in selected]),
-            "selected_n": len(selected),
-        }
-        with_kl = [s.logp - s.ref_logp for s in scored if s.logp is not None and s.ref_logp is not None]
-        if with_kl:
-            metrics["kl"] = mean(with_kl)
+    def metrics(self, t, scored, selected, kl, stage, eval_prompts, eval_references) -> dict:
+        # with a teacher the K samples are the teacher's: their rewards are reported under its name
+        who = "teacher" if self.teacher is not None else "policy"
+        metrics = {"iteration": t, **reward_metrics(scored, who), "selected_reward": mean([s.reward for s in selected]),
+                   "selected_n": len(selected)}
+        if scored and scored[0].finish_reason is not None:  # text samples: the share cut at max_new_tokens
+            metrics["capped_share"] = mean([float(s.truncated) for s in scored])
+            metrics["selected_capped_share"] = mean([float(s.truncated) for s in selected])
+        if kl:  # KL(p_theta || p_0) of the policy this stage produced (see kl_samples)
+            metrics["kl"] = mean([s.logp - s.ref_logp for s in kl])
         filtered = stage / "filtered.json"
         if filtered.exists():
             metrics.update({f"filtered_{k}": v for k, v in json.loads(filtered.read_text()).items()})
@@ -183,6 +196,37 @@ class RaftLoop:
 
 def mean(values: Sequence[float]) -> float:
     return float(sum(values) / len(values)) if values else float("nan")
+
+
+def add_log_probs(policy: Policy, samples: list[Sample], checkpoint: Path | None, reference: Path | None) -> None:
+    """log p of each sample under `checkpoint` and under the initial policy `reference` (logp, ref_logp)."""
+    current = policy.log_probs(checkpoint, samples)
+    initial = current if checkpoint == reference else policy.log_probs(reference, samples)
+    for s, lp, ref in zip(samples, current, initial):
+        s.logp, s.ref_logp = lp, ref
+
+
+def kl_samples(policy: Policy, checkpoint: Path, reference: Path | None, batch: list[tuple[int, str]], sampler: Any,
+               stage: Path, seed: int, t: int) -> list[Sample]:
+    """One fresh response per prompt from `checkpoint` (the policy a stage produced), drawn from p_theta itself
+    (temperature 1, no top-k / top-p), with its log-probability under that policy and the initial one: the
+    mean of logp - ref_logp is an unbiased estimate of KL(p_theta || p_0) in nats per response, whatever
+    temperature the stage sampled at."""
+    seed_stage(seed, t)
+    plain = dataclasses.replace(sampler, K=1, temperature=1.0, top_k=0, top_p=1.0)
+    samples = policy.sample(checkpoint, batch, plain, stage)
+    add_log_probs(policy, samples, checkpoint, reference)
+    return samples
+
+
+def reward_metrics(samples: Sequence[Sample], who: str = "policy") -> dict:
+    """Mean reward of all K samples, and of the best sample per prompt (best-of-K), named after who sampled."""
+    by_prompt: dict[int, list[float]] = {}
+    for s in samples:
+        by_prompt.setdefault(s.prompt_idx, []).append(s.reward)
+    best = "best_of_k_reward" if who == "policy" else f"{who}_best_of_k_reward"
+    return {f"{who}_reward": mean([r for rs in by_prompt.values() for r in rs]),
+            best: mean([max(rs) for rs in by_prompt.values()])}
 
 
 def seed_stage(seed: int, t: int) -> None:

@@ -13,7 +13,14 @@ from raft.atomic import atomic_write_text
 
 @dataclass
 class Sample:
-    """One response to one prompt. Prompts are keyed by index, never by text (equal prompts exist)."""
+    """One response to one prompt. Prompts are keyed by index, never by text (equal prompts exist).
+
+    Text policies also record the exact tokens: `prompt_ids` as the model was given them and
+    `response_ids` as it produced them, up to and including whatever stopped it (an EOS / end-of-turn id,
+    or the tokens of a stop string). Training and log-probabilities use these ids; `response` (the
+    decoded text before the stop) is what rewards, metrics and reports read. `finish_reason` is
+    "stop" (the model stopped; `stop_reason` says on what) or "length" (cut at max_new_tokens).
+    """
 
     prompt_idx: int
     prompt: str
@@ -22,6 +29,18 @@ class Sample:
     reward: float | None = None
     logp: float | None = None  # log p_theta(response | prompt) under the sampling policy
     ref_logp: float | None = None  # the same under the initial policy (KL-penalised ranking)
+    prompt_ids: list[int] | None = None
+    response_ids: list[int] | None = None
+    finish_reason: str | None = None  # "stop" | "length"; None: not generated here (e.g. dataset text)
+    stop_reason: int | str | None = None  # the stop token id or stop string that ended the response
+
+    @property
+    def truncated(self) -> bool:
+        return self.finish_reason == "length"
+
+    def as_text(self) -> "Sample":
+        """The same sample without its token ids: for a model whose tokenizer did not produce them."""
+        return dataclasses.replace(self, prompt_ids=None, response_ids=None)
 
 
 def write_samples(path: Path, samples: Iterable[Sample]) -> None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
+
+TRUNCATED = ("train", "drop")
 
 
 @dataclass(frozen=True)
@@ -13,6 +16,12 @@ class Sampler:
     top_p: float = 1.0
     max_new_tokens: int = 128
     batch_size: int = 64  # sequences per generate call (prompts per call = batch_size // K, at least 1)
+    # Strings that end a response (raw dialogue models write the next "\n\nHuman:" turn): the response
+    # is cut before the string, its tokens stay in the sample as its stop, and the cut is recorded.
+    stop: Sequence[str] = ()
+    # A response cut at max_new_tokens: "train" on it without an EOS (the model never stopped), or
+    # "drop" it before selection, so only responses the model finished are ranked.
+    truncated: str = "train"
 
     def __post_init__(self) -> None:
         if self.K < 1:
@@ -27,6 +36,11 @@ class Sampler:
             raise ValueError(f"sampler.max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if self.batch_size < 1:
             raise ValueError(f"sampler.batch_size must be >= 1, got {self.batch_size}")
+        if isinstance(self.stop, str) or not all(isinstance(s, str) and s for s in self.stop):
+            raise ValueError(f"sampler.stop must be a list of non-empty strings, got {self.stop!r}")
+        object.__setattr__(self, "stop", tuple(self.stop))  # hashable, and the same after a YAML list
+        if self.truncated not in TRUNCATED:
+            raise ValueError(f"sampler.truncated must be one of {TRUNCATED}, got {self.truncated!r}")
 
     @property
     def prompts_per_call(self) -> int:

@@ -25,14 +25,14 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 def test_single_turn_split():
     prompt, response = split_dialogue("\n\nHuman: Hi there\n\nAssistant: Hello! How can I help?")
     assert prompt == "\n\nHuman: Hi there\n\nAssistant:"
-    assert response == "Hello! How can I help?"
+    assert response == " Hello! How can I help?"  # the space the model produces stays
 
 
 def test_multi_turn_prompt_keeps_earlier_turns():
     dialogue = "\n\nHuman: Name a fruit.\n\nAssistant: Apple.\n\nHuman: Another?\n\nAssistant: Pear, maybe."
     prompt, response = split_dialogue(dialogue)
     assert prompt == "\n\nHuman: Name a fruit.\n\nAssistant: Apple.\n\nHuman: Another?\n\nAssistant:"
-    assert response == "Pear, maybe."
+    assert response == " Pear, maybe."
 
 
 def test_rejected_response_split_against_chosen_prompt():
@@ -40,7 +40,7 @@ def test_rejected_response_split_against_chosen_prompt():
         "chosen": "\n\nHuman: A?\n\nAssistant: x\n\nHuman: B?\n\nAssistant: good answer",
         "rejected": "\n\nHuman: A?\n\nAssistant: x\n\nHuman: B?\n\nAssistant: bad answer",
     }
-    assert parse_row(row, 0) == Pair("\n\nHuman: A?\n\nAssistant: x\n\nHuman: B?\n\nAssistant:", "good answer", "bad answer")
+    assert parse_row(row, 0) == Pair("\n\nHuman: A?\n\nAssistant: x\n\nHuman: B?\n\nAssistant:", " good answer", " bad answer")
 
 
 def test_response_containing_an_assistant_turn_uses_the_shared_prompt():
@@ -49,12 +49,12 @@ def test_response_containing_an_assistant_turn_uses_the_shared_prompt():
         "chosen": "\n\nHuman: Q?\n\nAssistant: part one\n\nAssistant: part two",
         "rejected": "\n\nHuman: Q?\n\nAssistant: other",
     }
-    assert parse_row(row, 0) == Pair("\n\nHuman: Q?\n\nAssistant:", "part one\n\nAssistant: part two", "other")
+    assert parse_row(row, 0) == Pair("\n\nHuman: Q?\n\nAssistant:", " part one\n\nAssistant: part two", " other")
 
 
 def test_separate_prompt_column_layout():
     row = {"prompt": "\n\nHuman: Hi\n\nAssistant:", "chosen": " Hello.", "rejected": " Go away."}
-    assert parse_row(row, 0) == Pair("\n\nHuman: Hi\n\nAssistant:", "Hello.", "Go away.")
+    assert parse_row(row, 0) == Pair("\n\nHuman: Hi\n\nAssistant:", " Hello.", " Go away.")
 
 
 def test_real_hh_rlhf_file_loads_all_rows():
@@ -65,7 +65,7 @@ def test_real_hh_rlhf_file_loads_all_rows():
     assert len(test) == round(2015 * 0.2)
     for pair in train[:50] + test[:50]:
         assert pair.prompt.startswith("\n\nHuman:") and pair.prompt.endswith("\n\nAssistant:")
-        assert pair.chosen != pair.rejected and not pair.chosen.startswith(" ")
+        assert pair.chosen != pair.rejected and pair.chosen.startswith(" ")  # as the dialogue has it
     assert data.prompts("test") == [p.prompt for p in test]
     assert data.references("test") == [p.chosen for p in test]
     assert data.chat is False
@@ -83,7 +83,7 @@ def test_gzip_file_is_read(tmp_path):
     path = tmp_path / "p.jsonl.gz"
     with gzip.open(path, "wt", encoding="utf-8") as f:
         f.write(json.dumps({"chosen": "\n\nHuman: a\n\nAssistant: b", "rejected": "\n\nHuman: a\n\nAssistant: c"}) + "\n")
-    assert PreferencePairs(str(path), test_fraction=0.0).pairs("train") == [Pair("\n\nHuman: a\n\nAssistant:", "b", "c")]
+    assert PreferencePairs(str(path), test_fraction=0.0).pairs("train") == [Pair("\n\nHuman: a\n\nAssistant:", " b", " c")]
 
 
 def test_missing_path_error():

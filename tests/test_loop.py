@@ -56,7 +56,10 @@ def test_every_stage_writes_its_file_and_metrics(tmp_path):
         assert {"selected_distinct_2", "selected_length", "kl"} <= metrics.keys()
     assert not (tmp_path / "iter_000" / "checkpoint").exists()  # pruned: only the newest is kept
     assert (tmp_path / "iter_001" / "checkpoint" / "config.json").exists()
-    assert history[0]["kl"] == pytest.approx(0.0)  # iteration 0 samples the initial model itself
+    # the KL of the policy each stage produced, on fresh samples of it: b prompts, one response each
+    for t in range(2):
+        kl = read_samples(tmp_path / f"iter_{t:03d}" / "kl_samples.jsonl")
+        assert len(kl) == 4 and history[t]["kl"] == pytest.approx(sum(s.logp - s.ref_logp for s in kl) / 4)
 
 
 def kill_in_iteration_1(loop):
@@ -82,14 +85,15 @@ def test_killed_run_resumes_at_the_first_unfinished_stage(tmp_path):
     assert set(written) == {"samples.jsonl", "scored.jsonl", "selected.jsonl"}
     first_iteration = (tmp_path / "iter_000" / "metrics.json").stat().st_mtime_ns
 
-    # The same run started again: no sampling, nothing finished is redone, the run completes.
+    # The same run started again: no stage sampling, nothing finished is redone, the run completes. The one
+    # draw is the KL estimate's of the policy the resumed fine-tuning produced (one response per prompt).
     calls = []
     again = make_loop(tmp_path)
     real_sample = again.policy.sample
-    again.policy.sample = lambda *a, **k: calls.append("sample") or real_sample(*a, **k)
+    again.policy.sample = lambda ckpt, *a, **k: calls.append((ckpt, a[1].K)) or real_sample(ckpt, *a, **k)
     history = again.run(PROMPTS)
-    assert calls == []
-    assert {p.name: p.stat().st_mtime_ns for p in stage.glob("*.jsonl")} == written
+    assert calls == [(stage / "checkpoint", 1)]
+    assert {name: (stage / name).stat().st_mtime_ns for name in written} == written
     assert (tmp_path / "iter_000" / "metrics.json").stat().st_mtime_ns == first_iteration
     assert (stage / "checkpoint" / "config.json").exists() and [h["iteration"] for h in history] == [0, 1]
 

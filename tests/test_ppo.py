@@ -308,7 +308,9 @@ def test_ppo_task_writes_a_raft_shaped_run_and_resumes(tmp_path):
     task.run()
     first = json.loads((tmp_path / "iter_000" / "metrics.json").read_text())
     assert first["policy_reward"] == first["best_of_k_reward"]  # K = 1
-    assert first["kl"] == pytest.approx(0.0, abs=1e-4)  # the first rollout comes from the reference itself
+    assert first["ppo_kl"] == pytest.approx(0.0, abs=1e-4)  # the first rollout comes from the reference itself
+    kl = read_samples(tmp_path / "iter_000" / "kl_samples.jsonl")  # the policy the update produced, as for RAFT
+    assert len(kl) == 4 and first["kl"] == pytest.approx(sum(s.logp - s.ref_logp for s in kl) / 4)
     assert first["wall_time_s"] > 0 and first["peak_rss_mb"] > 0
     assert "eval_reward" not in first  # evaluator.every = 2
     assert (tmp_path / "iter_000" / "checkpoint" / "adapter_config.json").exists()

@@ -4,7 +4,9 @@ import pytest
 import torch
 
 from raft.models import load_causal_lm
-from raft.modules.sft import IGNORE, pad_batch, response_loss, tokenize_pairs
+from raft.modules.sft import IGNORE, pad_batch, response_loss, training_rows
+from raft.policies.causal_lm import CausalLMPolicy
+from raft.samples import Sample
 
 
 def test_response_loss_counts_only_unmasked_tokens():
@@ -17,9 +19,17 @@ def test_response_loss_counts_only_unmasked_tokens():
     assert response_loss(logits, labels).item() == pytest.approx(expected, rel=1e-5)
 
 
+def text_rows(tokenizer, prompts, responses, max_length, truncated=False):
+    """Training rows of dataset-style text pairs, tokenised by the raw-text policy as the model would produce them."""
+    policy = CausalLMPolicy("tiny-llama", chat_template=False)
+    samples = [Sample(prompt_idx=i, prompt=p, response=r, finish_reason="length" if truncated else None)
+               for i, (p, r) in enumerate(zip(prompts, responses))]
+    return training_rows(policy.token_rows(tokenizer, samples), max_length)
+
+
 def test_prompt_tokens_are_masked_and_eos_closes_the_response():
     _, tokenizer = load_causal_lm("tiny-llama")
-    rows = tokenize_pairs(tokenizer, ["How are you?"], ["Great"], max_length=64)
+    rows = text_rows(tokenizer, ["How are you?"], [" Great"], max_length=64)
     prompt_len = len(tokenizer("How are you?", add_special_tokens=False)["input_ids"])
     labels = rows[0]["labels"]
     assert labels[:prompt_len] == [IGNORE] * prompt_len
@@ -27,9 +37,15 @@ def test_prompt_tokens_are_masked_and_eos_closes_the_response():
     assert labels[-1] == tokenizer.eos_token_id
 
 
+def test_a_response_cut_at_the_length_cap_gets_no_eos():
+    _, tokenizer = load_causal_lm("tiny-llama")
+    rows = text_rows(tokenizer, ["How are you?"], [" Great"], max_length=64, truncated=True)
+    assert tokenizer.eos_token_id not in rows[0]["labels"]
+
+
 def test_truncation_keeps_the_response_end_and_padding_is_masked():
     _, tokenizer = load_causal_lm("tiny-llama")
-    rows = tokenize_pairs(tokenizer, ["a long prompt " * 20, "hi"], ["yes", "no"], max_length=8)
+    rows = text_rows(tokenizer, ["a long prompt " * 20, "hi"], [" yes", " no"], max_length=8)
     assert len(rows[0]["input_ids"]) == 8 and rows[0]["labels"][-1] == tokenizer.eos_token_id
     batch = pad_batch(rows, tokenizer.pad_token_id)
     short = len(rows[1]["input_ids"])

@@ -15,7 +15,11 @@ ASSISTANT = "\n\nAssistant:"
 
 @dataclass(frozen=True)
 class Pair:
-    """One prompt with a preferred and a dispreferred response. The prompt ends with '\\n\\nAssistant:'."""
+    """One prompt with a preferred and a dispreferred response. The prompt ends with '\\n\\nAssistant:'.
+
+    Responses keep the text exactly as it follows the prompt (" That is..."): a raw-dialogue model
+    produces that leading space inside its first token, so it must not be stripped.
+    """
 
     prompt: str
     chosen: str
@@ -37,7 +41,7 @@ def split_dialogue(dialogue: str, where: str = "data.path: dialogue") -> tuple[s
     if cut < 0:
         raise ValueError(f"{where} has no '\\n\\nAssistant:' turn")
     cut += len(ASSISTANT)
-    return dialogue[:cut], dialogue[cut:].lstrip()
+    return dialogue[:cut], dialogue[cut:]
 
 
 def _shared_prompt(chosen: str, rejected: str) -> str | None:
@@ -57,11 +61,11 @@ def parse_row(row: dict[str, Any], index: int, report: LoadReport | None = None,
         if not isinstance(row.get(field), str):
             raise ValueError(f"{source}: row {index} has no '{field}' field")
     if isinstance(row.get("prompt"), str):
-        return Pair(row["prompt"], row["chosen"].lstrip(), row["rejected"].lstrip())
+        return Pair(row["prompt"], row["chosen"], row["rejected"])
 
     prompt, chosen = split_dialogue(row["chosen"], f"{source}: row {index} 'chosen'")
     if row["rejected"].startswith(prompt):
-        return Pair(prompt, chosen, row["rejected"][len(prompt) :].lstrip())
+        return Pair(prompt, chosen, row["rejected"][len(prompt) :])
     # A response that itself contains "\n\nAssistant:" moves the last turn; the true prompt is then
     # the part both dialogues share, so the two responses answer the same context.
     shared = _shared_prompt(row["chosen"], row["rejected"])
@@ -70,7 +74,7 @@ def parse_row(row: dict[str, Any], index: int, report: LoadReport | None = None,
         return Pair(prompt, chosen, rejected)
     if report is not None:
         report.prompts_disagreed += 1
-    return Pair(shared, row["chosen"][len(shared) :].lstrip(), row["rejected"][len(shared) :].lstrip())
+    return Pair(shared, row["chosen"][len(shared) :], row["rejected"][len(shared) :])
 
 
 def _read_jsonl(path: Path) -> Iterable[dict[str, Any]]:

@@ -1,10 +1,9 @@
-"""Log-probabilities of responses given prompts under a causal LM: reference perplexity and KL terms.
+"""Log-probabilities of response token ids given prompt token ids under a causal LM.
 
-Prompt and response are tokenised separately, so the scored tokens are exactly the response's own
-tokens, as when the policy generated them after the prompt. Like the sampler, the prompt is encoded
-without special tokens by default (a chat template already writes its own); pass
-add_special_tokens=True for raw prompts of models that expect a BOS token. Rows are padded on one side and position ids are taken from the
-attention mask, so left and right padding give the same numbers as scoring one row at a time.
+Callers pass ids, never text: the sampled ids for the KL terms, and references tokenised as the
+model would have produced them (`raft.policies.tokens.encode_reference`) for perplexity. Rows are
+padded on one side and position ids are taken from the attention mask, so left and right padding
+give the same numbers as scoring one row at a time.
 """
 
 from __future__ import annotations
@@ -15,24 +14,20 @@ from typing import Sequence
 
 import torch
 
+Rows = Sequence[tuple[Sequence[int], Sequence[int]]]  # (prompt ids, response ids) per pair
 
-def _encode(tokenizer, prompts: Sequence[str], responses: Sequence[str], max_length: int,
-            add_special_tokens: bool) -> list[tuple[list[int], int]]:
-    """(token ids, number of response tokens at the end) per pair; long prompts lose their left side."""
-    if len(prompts) != len(responses):
-        raise ValueError(f"got {len(prompts)} prompts but {len(responses)} responses")
+
+def _fit(rows: Rows, max_length: int) -> list[tuple[list[int], int]]:
+    """(ids, number of response tokens at the end) per pair; long prompts lose their left side."""
     if max_length < 2:
         raise ValueError(f"max_length must be >= 2, got {max_length}")
-    rows = []
-    for prompt, response in zip(prompts, responses):
-        prompt_ids = tokenizer(prompt, add_special_tokens=add_special_tokens)["input_ids"]
-        response_ids = tokenizer(response, add_special_tokens=False)["input_ids"][: max_length - 1]
-        prompt_ids = prompt_ids[len(prompt_ids) + len(response_ids) - max_length :] if (
-            len(prompt_ids) + len(response_ids) > max_length) else prompt_ids
+    out = []
+    for prompt_ids, response_ids in rows:
+        response_ids = list(response_ids)[: max_length - 1]
+        prompt_ids = list(prompt_ids)[max(0, len(prompt_ids) + len(response_ids) - max_length):]
         ids = prompt_ids + response_ids
-        # The first token of a sequence has no context and cannot be scored.
-        rows.append((ids, min(len(response_ids), len(ids) - 1)))
-    return rows
+        out.append((ids, min(len(response_ids), len(ids) - 1)))  # the first token has no context
+    return out
 
 
 def _pad(rows: list[list[int]], pad_id: int, side: str, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -66,44 +61,36 @@ def _batch_sums(model, rows: list[tuple[list[int], int]], pad_id: int, side: str
     return out
 
 
-def _response_sums(model, tokenizer, prompts, responses, batch_size: int, max_length: int, padding_side: str | None,
-                   add_special_tokens: bool):
+def response_sums(model, rows: Rows, pad_id: int, batch_size: int = 8, max_length: int = 1024,
+                  padding_side: str = "left") -> list[tuple[float, int]]:
+    """(sum of response-token log-probs, number of response tokens) per pair, in input order."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    side = padding_side or getattr(tokenizer, "padding_side", "left")
-    if side not in ("left", "right"):
-        raise ValueError(f"padding_side must be 'left' or 'right', got {side!r}")
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    rows = _encode(tokenizer, prompts, responses, max_length, add_special_tokens)
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))  # similar lengths share a batch
-    sums: list[tuple[float, int]] = [(0.0, 0)] * len(rows)
+    if padding_side not in ("left", "right"):
+        raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+    fitted = _fit(rows, max_length)
+    order = sorted(range(len(fitted)), key=lambda i: len(fitted[i][0]))  # similar lengths share a batch
+    sums: list[tuple[float, int]] = [(0.0, 0)] * len(fitted)
     was_training = model.training
     model.eval()
     try:
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
-            for i, result in zip(chunk, _batch_sums(model, [rows[i] for i in chunk], pad_id, side)):
+            for i, result in zip(chunk, _batch_sums(model, [fitted[i] for i in chunk], pad_id, padding_side)):
                 sums[i] = result
     finally:
         model.train(was_training)
     return sums
 
 
-def sequence_log_probs(model, tokenizer, prompts: Sequence[str], responses: Sequence[str], batch_size: int = 8,
-                       max_length: int = 1024, padding_side: str | None = None,
-                       add_special_tokens: bool = False) -> list[float]:
+def sequence_log_probs(model, rows: Rows, pad_id: int, **kwargs) -> list[float]:
     """Sum of log p(response token | prompt, earlier response tokens) per pair, in input order."""
-    sums = _response_sums(model, tokenizer, prompts, responses, batch_size, max_length, padding_side,
-                          add_special_tokens)
-    return [s for s, _ in sums]
+    return [s for s, _ in response_sums(model, rows, pad_id, **kwargs)]
 
 
-def reference_perplexity(model, tokenizer, prompts: Sequence[str], references: Sequence[str], batch_size: int = 8,
-                         max_length: int = 1024, padding_side: str | None = None,
-                         add_special_tokens: bool = False) -> float:
+def reference_perplexity(model, rows: Rows, pad_id: int, **kwargs) -> float:
     """exp(total NLL of reference tokens / number of reference tokens); prompt tokens are not scored."""
-    sums = _response_sums(model, tokenizer, prompts, references, batch_size, max_length, padding_side,
-                          add_special_tokens)
+    sums = response_sums(model, rows, pad_id, **kwargs)
     n_tokens = sum(n for _, n in sums)
     if n_tokens == 0:
         return math.nan

@@ -294,8 +294,14 @@ class PPOModule(pl.LightningModule):
         self._updates = state["updates"]
         self.kl_controller.load_state_dict(json.loads((folder / KL_FILE).read_text()))
 
-    def save_policy(self, folder: Path, tokenizer=None) -> None:
-        """A LoRA adapter folder (or a full model folder without LoRA) that CausalLMPolicy.load reads."""
+    def save_policy(self, folder: Path, tokenizer=None, base: str | None = None) -> None:
+        """A LoRA adapter folder (or a full model folder without LoRA) that CausalLMPolicy.load reads.
+
+        `base`: the checkpoint the adapter was trained on (e.g. a LoRA SFT folder, itself an adapter),
+        recorded so that loading stacks SFT and PPO instead of putting PPO's adapter on the raw base.
+        """
+        if self.lora and base is not None:
+            self.policy.peft_config["default"].base_model_name_or_path = str(base)
         self.policy.save_pretrained(Path(folder))
         if tokenizer is not None:
             tokenizer.save_pretrained(Path(folder))

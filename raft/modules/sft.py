@@ -11,16 +11,15 @@ from torch.utils.data import DataLoader
 IGNORE = -100
 
 
-def tokenize_pairs(tokenizer, prompts: Sequence[str], responses: Sequence[str], max_length: int) -> list[dict]:
-    """Token ids of prompt + response + eos, with labels masked (-100) over the prompt.
+def training_rows(pairs: Sequence[tuple[Sequence[int], Sequence[int]]], max_length: int) -> list[dict]:
+    """Token ids of prompt + response, with labels masked (-100) over the prompt.
 
-    Prompt and response are tokenised separately, as they were at generation time, so the trained
-    tokens are exactly the sampled ones. Over-long rows keep their end (the response) when truncated.
+    The ids are used as given: the sampled ids (with the EOS only where the model emitted one), or a
+    reference tokenised as the model would produce it. Over-long rows keep their end (the response).
     """
     rows = []
-    for prompt, response in zip(prompts, responses):
-        p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        r = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    for prompt_ids, response_ids in pairs:
+        p, r = list(prompt_ids), list(response_ids)
         ids, labels = (p + r)[-max_length:], ([IGNORE] * len(p) + r)[-max_length:]
         rows.append({"input_ids": ids, "labels": labels})
     return rows

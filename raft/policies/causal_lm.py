@@ -11,9 +11,10 @@ import torch
 from raft.distributed import is_rank_zero, local_rank
 from raft.models import check_model_name, load_causal_lm
 from raft.modules.fitting import fit_to_completion
-from raft.modules.sft import tokenize_pairs
+from raft.modules.sft import training_rows
 from raft.policies.base import Policy
 from raft.policies.generation import sample_k
+from raft.policies.tokens import encode_reference, encode_text, stop_token_ids
 from raft.samples import Sample
 
 
@@ -50,7 +51,10 @@ class CausalLMPolicy(Policy):
             source = saved.get("base_model_name_or_path") or self.name_or_path
         else:
             source = str(checkpoint) if checkpoint is not None else self.name_or_path
-        model, tokenizer = load_causal_lm(source, dtype)
+        if is_adapter and (Path(source) / "adapter_config.json").exists():
+            model, tokenizer = self.load(Path(source), dtype)  # stacked: e.g. PPO's adapter on a LoRA SFT model
+        else:
+            model, tokenizer = load_causal_lm(source, dtype)
         if is_adapter or (trainable and self.lora):
             model = self._with_adapter(model, checkpoint if is_adapter else None, trainable)
         return model.to(self.device).train(trainable), tokenizer
@@ -68,25 +72,53 @@ class CausalLMPolicy(Policy):
         return get_peft_model(model, config)
 
     def format_prompt(self, tokenizer, prompt: str) -> str:
+        """The prompt as the model reads it: its chat template, or raw text led by the system prompt."""
         if not self.chat_template:  # raw text (e.g. HH dialogues for a base model): the system prompt leads
             return f"{self.system_prompt}\n\n{prompt}" if self.system_prompt else prompt
         messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
         messages.append({"role": "user", "content": prompt})
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
+    def encode_prompt(self, tokenizer, prompt: str) -> list[int]:
+        """The prompt's ids: a chat template writes its own special tokens, raw text gets the tokenizer's BOS."""
+        return encode_text(tokenizer, self.format_prompt(tokenizer, prompt), special_tokens=not self.chat_template)
+
+    def encode_pair(self, tokenizer, prompt: str, response: str) -> tuple[list[int], list[int]]:
+        """(prompt ids, response ids) for text the model did not sample here (a dataset's, a teacher's)."""
+        prompt_ids = self.encode_prompt(tokenizer, prompt)
+        # a chat message's content starts the turn; raw text continues the prompt, leading space and all
+        content = response.strip() if self.chat_template else response
+        return prompt_ids, encode_reference(tokenizer, self.format_prompt(tokenizer, prompt), prompt_ids, content,
+                                            special_tokens=not self.chat_template)
+
+    def token_rows(self, tokenizer, samples: Sequence[Sample]) -> list[tuple[list[int], list[int]]]:
+        """(prompt ids, response ids) to train or score: the sampled ids where the sample has them.
+
+        Text-only samples (dataset responses, another model's) are tokenised as this model would have
+        produced them, and end with EOS unless they were cut at the length cap.
+        """
+        rows = []
+        for s in samples:
+            if s.response_ids is not None and s.prompt_ids is not None:
+                rows.append((list(s.prompt_ids), list(s.response_ids)))
+                continue
+            prompt_ids, response_ids = self.encode_pair(tokenizer, s.prompt, s.response)
+            rows.append((prompt_ids, response_ids if s.truncated else response_ids + [tokenizer.eos_token_id]))
+        return rows
+
     # -- the Policy interface ------------------------------------------------------------------
     def sample(self, checkpoint, prompts: Sequence[tuple[int, str]], sampler, out_dir: Path) -> list[Sample]:
         model, tokenizer = self.load(checkpoint, self.sample_dtype)
-        texts = [self.format_prompt(tokenizer, p) for _, p in prompts]
-        responses = sample_k(model, tokenizer, texts, sampler)
-        return [Sample(prompt_idx=idx, prompt=prompt, response=r, sample_idx=j)
-                for (idx, prompt), rs in zip(prompts, responses) for j, r in enumerate(rs)]
+        prompt_ids = [self.encode_prompt(tokenizer, p) for _, p in prompts]
+        generations = sample_k(model, tokenizer, prompt_ids, sampler, stop_token_ids(model, tokenizer))
+        return [Sample(prompt_idx=idx, prompt=prompt, response=g.text, sample_idx=j, prompt_ids=ids,
+                       response_ids=g.ids, finish_reason=g.finish_reason, stop_reason=g.stop_reason)
+                for (idx, prompt), ids, gs in zip(prompts, prompt_ids, generations) for j, g in enumerate(gs)]
 
     def finetune(self, checkpoint, samples: Sequence[Sample], out_dir: Path,
                  module: Callable[..., Any], trainer: Callable[..., Any]) -> None:
         model, tokenizer = self.load(checkpoint, "float32", trainable=True)
-        prompts = [self.format_prompt(tokenizer, s.prompt) for s in samples]
-        rows = tokenize_pairs(tokenizer, prompts, [s.response for s in samples], self.max_length)
+        rows = training_rows(self.token_rows(tokenizer, samples), self.max_length)
         lit = module(model=model, rows=rows, pad_id=tokenizer.pad_token_id)
         fit_to_completion(trainer(default_root_dir=str(out_dir)), lit)
         if is_rank_zero():  # under DDP every rank holds the same weights; one writes them
@@ -94,18 +126,19 @@ class CausalLMPolicy(Policy):
             tokenizer.save_pretrained(out_dir)
 
     def log_probs(self, checkpoint, samples: Sequence[Sample]) -> list[float]:
+        """log p(response ids | prompt ids), the stop tokens included: the probability of what was sampled."""
         from raft.metrics.perplexity import sequence_log_probs
 
         model, tokenizer = self.load(checkpoint, "float32")
-        prompts = [self.format_prompt(tokenizer, s.prompt) for s in samples]
-        values = sequence_log_probs(model, tokenizer, prompts, [s.response for s in samples])
-        return values
+        return sequence_log_probs(model, self.token_rows(tokenizer, samples), tokenizer.pad_token_id,
+                                  max_length=self.max_length)
 
     def perplexity(self, checkpoint, prompts: Sequence[str], references: Sequence[str]) -> float:
+        """Perplexity on the reference responses' own tokens, tokenised as the model would produce them (no EOS)."""
         from raft.metrics.perplexity import reference_perplexity
 
+        if len(prompts) != len(references):
+            raise ValueError(f"got {len(prompts)} prompts but {len(references)} references")
         model, tokenizer = self.load(checkpoint, "float32")
-        value = reference_perplexity(model, tokenizer, [self.format_prompt(tokenizer, p) for p in prompts],
-                                     list(references), max_length=self.max_length)
-        return value
-
+        rows = [self.encode_pair(tokenizer, p, r) for p, r in zip(prompts, references)]
+        return reference_perplexity(model, rows, tokenizer.pad_token_id, max_length=self.max_length)

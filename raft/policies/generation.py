@@ -2,47 +2,104 @@
 
 The prompt (all but its last token) is run through the model once; its key/value cache is then
 repeated K times and `generate` continues from it. With long prompts (HH-RLHF dialogues) and large K
-this removes (K-1)/K of the prompt work.
+this removes (K-1)/K of the prompt work. Prompts come in as token ids and responses go out as the
+ids the model produced, so nothing is re-tokenised between sampling and training.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
+from raft.policies.tokens import first_stop
 from raft.sampling import Sampler
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One response: its ids up to and including what stopped it, its text before the stop, and why it ended."""
+
+    ids: list[int]
+    text: str
+    finish_reason: str  # "stop" | "length"
+    stop_reason: int | str | None
 
 
 def _position_ids(mask: torch.Tensor) -> torch.Tensor:
     return (mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
+def _left_pad(rows: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r):] = torch.tensor(list(r), dtype=torch.long)
+        mask[i, width - len(r):] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _prefix_len(n: int, ok: Callable[[int], bool]) -> int:
+    """The largest m in 0..n with ok(m), for ok true up to some point and false after it."""
+    lo, hi = 0, n
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if ok(mid) else (lo, mid - 1)
+    return lo
+
+
+def end_response(generated: Sequence[int], stop_ids: Sequence[int], stop: Sequence[str],
+                 decode: Callable[[Sequence[int]], str]) -> Generation:
+    """Cut one generated row where it ended: the first stop id (kept), else the first stop string, else the cap."""
+    generated = list(generated)
+    end = first_stop(generated, stop_ids)
+    body = generated if end is None else generated[:end]
+    text = decode(body)
+    hits = sorted((text.find(s), s) for s in stop if s in text)
+    if hits:
+        at, string = hits[0]
+        # the text keeps whole tokens before the string; the ids keep the string's tokens as the stop
+        kept = _prefix_len(len(body), lambda m: len(decode(body[:m])) <= at)
+        upto = _prefix_len(len(body), lambda m: string not in decode(body[:m])) + 1
+        return Generation(body[:upto], decode(body[:kept]), "stop", string)
+    if end is not None:
+        return Generation(generated[: end + 1], text, "stop", generated[end])
+    return Generation(generated, text, "length", None)
+
+
 @torch.no_grad()
-def sample_k(model, tokenizer, prompts: Sequence[str], sampler: Sampler, desc: str = "sampling") -> list[list[str]]:
-    """Return, for each prompt, `sampler.K` decoded responses."""
+def sample_k(model, tokenizer, prompts: Sequence[Sequence[int]], sampler: Sampler, stop_ids: Sequence[int],
+             desc: str = "sampling") -> list[list[Generation]]:
+    """For each prompt (token ids), `sampler.K` responses."""
     from transformers import DynamicCache
 
     K, per_call = sampler.K, sampler.prompts_per_call
-    out: list[list[str]] = []
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
     settings = dict(do_sample=True, temperature=sampler.temperature, top_k=sampler.top_k or None,
                     top_p=sampler.top_p, max_new_tokens=sampler.max_new_tokens,
-                    pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+                    pad_token_id=pad_id, eos_token_id=list(stop_ids))
+    if sampler.stop:  # stop early too; the cut itself is made by end_response
+        settings.update(stop_strings=list(sampler.stop), tokenizer=tokenizer)
+
+    def decode(ids):
+        return tokenizer.decode(ids, skip_special_tokens=True)
+
+    out: list[list[Generation]] = []
     bar = tqdm(total=len(prompts) * K, desc=desc, unit="sample", leave=False)
     for start in range(0, len(prompts), per_call):
-        enc = tokenizer(list(prompts[start : start + per_call]), return_tensors="pt", padding=True,
-                        add_special_tokens=False).to(model.device)
-        ids, mask = enc["input_ids"], enc["attention_mask"]
+        ids, mask = _left_pad(prompts[start : start + per_call], pad_id, model.device)
         cache = DynamicCache(config=model.config)
         if ids.shape[1] > 1:
             model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=_position_ids(mask[:, :-1]),
-                  cache=cache, use_cache=True)
+                  cache=cache, use_cache=True, logits_to_keep=1)
             cache.batch_repeat_interleave(K)
         generated = model.generate(input_ids=ids.repeat_interleave(K, 0), attention_mask=mask.repeat_interleave(K, 0),
                                    cache=cache if ids.shape[1] > 1 else None, **settings)
-        texts = tokenizer.batch_decode(generated[:, ids.shape[1]:], skip_special_tokens=True)
-        out += [[t.strip() for t in texts[i * K : (i + 1) * K]] for i in range(len(texts) // K)]
-        bar.update(len(texts))
+        rows = [end_response(row, stop_ids, sampler.stop, decode) for row in generated[:, ids.shape[1]:].tolist()]
+        out += [rows[i * K : (i + 1) * K] for i in range(len(rows) // K)]
+        bar.update(len(rows))
     bar.close()
     return out

@@ -19,10 +19,12 @@ import pytorch_lightning as pl
 import torch
 
 from raft.atomic import atomic_dir, atomic_write_text
-from raft.loop import mean, prompt_batch, prune_checkpoints, release_memory, training_cost
+from raft.loop import kl_samples, mean, prompt_batch, prune_checkpoints, release_memory, training_cost
 from raft.metrics.diversity import distinct_n, duplicate_share, mean_length, msttr
 from raft.modules.ppo import PPOModule
-from raft.ppo.generation import sample_token_ids
+from raft.policies.generation import sample_k
+from raft.policies.tokens import stop_token_ids
+from raft.ppo.generation import token_batch
 from raft.resources import peak_memory, reset_peak_memory
 from raft.samples import Sample, write_samples
 from raft.tasks.summary import plot_run, print_before_after
@@ -107,13 +109,16 @@ class PPOTask:
         batch = prompt_batch(prompts, t, self.batch_size, self.seed)  # the same prompt walk as RAFT's D_t
         torch.manual_seed(self.seed * 100003 + t)  # a resumed iteration samples the same responses
 
-        texts = [self.policy.format_prompt(tokenizer, p) for _, p in batch]
+        prompt_ids = [self.policy.encode_prompt(tokenizer, p) for _, p in batch]
         with autocast(device, "bf16" if self.policy.sample_dtype == "bfloat16" else "32"):
-            input_ids, attention_mask, response_mask, responses = sample_token_ids(ppo.policy, tokenizer, texts,
-                                                                                   self.sampler)
-        samples = [Sample(prompt_idx=i, prompt=p, response=r) for (i, p), r in zip(batch, responses)]
+            generations = sample_k(ppo.policy, tokenizer, prompt_ids, self.sampler,
+                                   stop_token_ids(ppo.policy, tokenizer))
+        samples = [Sample(prompt_idx=i, prompt=p, response=g.text, prompt_ids=ids, response_ids=g.ids,
+                          finish_reason=g.finish_reason, stop_reason=g.stop_reason)
+                   for (i, p), ids, [g] in zip(batch, prompt_ids, generations)]
         scores = self.reward([s.prompt for s in samples], [self.policy.response_for_reward(s, stage) for s in samples])
         self.reward.close()
+        input_ids, attention_mask, response_mask = token_batch(samples, tokenizer.pad_token_id)
 
         with autocast(device, str(getattr(self.trainer, "keywords", {}).get("precision", "32"))):
             rollouts = ppo.score_rollouts(input_ids, attention_mask, response_mask, torch.tensor(scores),
@@ -130,11 +135,14 @@ class PPOTask:
                                default_root_dir=str(stage))
         fit_to_completion(trainer, ppo)
         with atomic_dir(self.checkpoint_dir(t)) as tmp:
-            ppo.save_policy(tmp, tokenizer)  # a LoRA adapter folder (or full model) CausalLMPolicy.load reads
+            ppo.save_policy(tmp, tokenizer, base=self.init_checkpoint)  # what CausalLMPolicy.load reads
             ppo.save_state(tmp)
         release_memory()
 
-        metrics = self.metrics(t, samples, ppo.update_stats())
+        kl = kl_samples(self.policy, self.checkpoint_dir(t), self.init_checkpoint, batch, self.sampler, stage,
+                        self.seed, t)
+        write_samples(stage / "kl_samples.jsonl", kl)
+        metrics = self.metrics(t, samples, kl, ppo.update_stats())
         if self.evaluator is not None and eval_prompts and self.evaluator.due(t):
             result = self.evaluator.evaluate(self.policy, self.checkpoint_dir(t), eval_prompts, eval_references,
                                              stage / "eval")
@@ -147,7 +155,7 @@ class PPOTask:
         return metrics
 
     # -- bookkeeping ---------------------------------------------------------------------------
-    def metrics(self, t: int, samples: Sequence[Sample], update: dict) -> dict:
+    def metrics(self, t: int, samples: Sequence[Sample], kl: Sequence[Sample], update: dict) -> dict:
         rewards = [s.reward for s in samples]
         texts = [s.response for s in samples]
         # PPO trains on every sample (K = 1, no selection): best-of-K and "selected" are the samples themselves
@@ -155,8 +163,9 @@ class PPOTask:
                    "selected_reward": mean(rewards), "selected_n": len(samples),
                    "selected_distinct_2": distinct_n(texts, 2), "selected_msttr_100": msttr(texts),
                    "selected_length": mean_length(texts), "selected_duplicate_share": duplicate_share(texts),
-                   "kl": update["kl"]}
-        metrics.update({f"ppo_{k}": v for k, v in update.items() if k != "kl"})
+                   "capped_share": mean([float(s.truncated) for s in samples]),
+                   "kl": mean([s.logp - s.ref_logp for s in kl])}  # the policy this stage produced, as for RAFT
+        metrics.update({f"ppo_{k}": v for k, v in update.items()})  # ppo_kl: the rollouts' (entering policy)
         return metrics
 
     def evaluate(self, checkpoint, prompts, references, out_dir: Path, shared: bool = False) -> dict:
