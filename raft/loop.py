@@ -145,7 +145,7 @@ class RaftLoop:
 
     def select(self, scored: list[Sample], stage: Path) -> list[Sample]:
         removed: dict[str, int] = {}
-        if self.sampler.truncated == "drop":  # rank only what the model finished
+        if getattr(self.sampler, "truncated", "train") == "drop":  # rank only what the model finished
             finished = [s for s in scored if not s.truncated]
             removed["truncated"] = len(scored) - len(finished)
             scored = finished

@@ -22,8 +22,9 @@ from raft.samples import Sample
 log = logging.getLogger("raft")
 
 # Column order of ARCHITECTURE.md; other keys follow in the order they first appear.
-COLUMNS = ["iteration", "policy_reward", "best_of_k_reward", "selected_reward", "selected_distinct_2",
-           "selected_msttr_100", "selected_length", "selected_duplicate_share", "kl", "eval_reward", "eval_ppl",
+COLUMNS = ["iteration", "policy_reward", "best_of_k_reward", "teacher_reward", "teacher_best_of_k_reward",
+           "selected_reward", "selected_distinct_2", "selected_msttr_100", "selected_length",
+           "selected_duplicate_share", "capped_share", "selected_capped_share", "kl", "eval_reward", "eval_ppl",
            "eval_msttr_100", "eval_distinct_1", "eval_distinct_2", "eval_unique_1", "eval_unique_2", "eval_length",
            "eval_n", "eval_best_of_k_reward", "wall_time_s"]
 

@@ -82,9 +82,11 @@ def test_no_references_gives_nan_perplexity(tmp_path):
 
 
 def test_default_config_is_the_paper_test_setting():
-    cfg = OmegaConf.load("conf/evaluator/default.yaml")
-    cfg.reward = {"_target_": "tests.test_evaluation.WordCountReward"}
-    evaluator = instantiate(cfg)
+    root = OmegaConf.create({"seed": 3, "sampler": {"stop": ["\n\nHuman:"]},
+                             "evaluator": OmegaConf.load("conf/evaluator/default.yaml")})
+    root.evaluator.reward = {"_target_": "tests.test_evaluation.WordCountReward"}
+    evaluator = instantiate(root.evaluator)
+    assert evaluator.seed == 3 and evaluator.sampler.stop == ("\n\nHuman:",)  # the run's seed and stop strings
     s = evaluator.sampler
     assert (s.K, s.temperature, s.top_k, s.max_new_tokens) == (1, 0.7, 40, 128)
     assert evaluator.due(0) and evaluator.every == 1

@@ -155,3 +155,22 @@ def test_the_start_row_names_the_model_with_interpolations_resolved(tmp_path):
     config.update(paper={"sft": "outputs/paper_mini/smollm2-sft"}, model={"name_or_path": "${paper.sft}/checkpoint"})
     (tmp_path / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
     assert read_run(tmp_path).model == "outputs/paper_mini/smollm2-sft/checkpoint"
+
+
+def test_the_best_stage_sits_next_to_the_last(tmp_path, capsys):
+    """Section 4.2 reports the best stage: here iteration 1 (held-out reward 0.9) beats the last one (0.4)."""
+    run = tmp_path / "runs" / "one"
+    write_run(run, 4, 0)
+    tracker = Tracker(run)
+    for it, (reward, capped) in enumerate([(0.5, 0.9), (0.9, 0.5), (0.4, 0.2)]):
+        tracker.log_iteration({"iteration": it, "policy_reward": 0.1, "best_of_k_reward": 0.2, "eval_reward": reward,
+                               "eval_ppl": 3.0 + it, "eval_n": 64, "capped_share": capped})
+    assert main([str(run), "--stage", "both"]) == 0
+    rows = {r["configuration"]: r for r in csv.DictReader(open(run / "report" / "results.csv"))}
+    best = rows["sampler.K=4 [best stage]"]
+    assert best["stage"] == "best" and float(best["stage_mean"]) == 1 and float(best["reward_mean"]) == 0.9
+    assert float(best["ppl_mean"]) == 4.0 and float(best["capped_share_mean"]) == 0.5
+    assert float(rows["sampler.K=4"]["reward_mean"]) == 1.0  # the last stage, from evaluation.json
+    assert main([str(run), "--stage", "best", "--out", str(tmp_path / "b")]) == 0
+    assert [r["configuration"] for r in csv.DictReader(open(tmp_path / "b" / "results.csv"))] == [
+        "start: tiny-llama", "sampler.K=4 [best stage]"]

@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
+from transformers import StoppingCriteria
 
 from raft.policies.tokens import first_stop
 from raft.sampling import Sampler
@@ -26,6 +27,19 @@ class Generation:
     text: str
     finish_reason: str  # "stop" | "length"
     stop_reason: int | str | None
+
+
+class StopOnStrings(StoppingCriteria):
+    """Stops a row once its generated text (never the prompt's) holds a stop string; end_response makes the cut."""
+
+    def __init__(self, strings: Sequence[str], prompt_len: int, decode: Callable[[Sequence[int]], str]):
+        self.strings, self.prompt_len, self.decode = tuple(strings), prompt_len, decode
+        self.window = 2 * max(len(s) for s in strings) + 2  # tokens enough to spell the longest string
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        tails = input_ids[:, self.prompt_len :][:, -self.window :].tolist()
+        done = [any(s in self.decode(row) for s in self.strings) for row in tails]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
 def _position_ids(mask: torch.Tensor) -> torch.Tensor:
@@ -81,8 +95,6 @@ def sample_k(model, tokenizer, prompts: Sequence[Sequence[int]], sampler: Sample
     settings = dict(do_sample=True, temperature=sampler.temperature, top_k=sampler.top_k or None,
                     top_p=sampler.top_p, max_new_tokens=sampler.max_new_tokens,
                     pad_token_id=pad_id, eos_token_id=list(stop_ids))
-    if sampler.stop:  # stop early too; the cut itself is made by end_response
-        settings.update(stop_strings=list(sampler.stop), tokenizer=tokenizer)
 
     def decode(ids):
         return tokenizer.decode(ids, skip_special_tokens=True)
@@ -96,8 +108,10 @@ def sample_k(model, tokenizer, prompts: Sequence[Sequence[int]], sampler: Sample
             model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=_position_ids(mask[:, :-1]),
                   cache=cache, use_cache=True, logits_to_keep=1)
             cache.batch_repeat_interleave(K)
+        stopping = [StopOnStrings(sampler.stop, ids.shape[1], decode)] if sampler.stop else None
         generated = model.generate(input_ids=ids.repeat_interleave(K, 0), attention_mask=mask.repeat_interleave(K, 0),
-                                   cache=cache if ids.shape[1] > 1 else None, **settings)
+                                   cache=cache if ids.shape[1] > 1 else None, stopping_criteria=stopping,
+                                   **settings)
         rows = [end_response(row, stop_ids, sampler.stop, decode) for row in generated[:, ids.shape[1]:].tolist()]
         out += [rows[i * K : (i + 1) * K] for i in range(len(rows) // K)]
         bar.update(len(rows))

@@ -28,6 +28,7 @@ class Run:
     before: dict[str, float] | None
     after: dict[str, float] | None
     after_source: str  # "evaluation.json", "metrics.csv" or "training reward"
+    best: dict[str, float] | None = None  # the evaluated stage with the highest held-out reward (section 4.2)
 
 
 @dataclass
@@ -120,7 +121,23 @@ def read_run(path: Path, root: Path | None = None) -> Run:
     first = next((row for row in rows if row.get("iteration") == 0), {})
     if after is not None and math.isfinite(first.get("best_of_k_reward", math.nan)):
         after = {**after, "initial_best_of_k": first["best_of_k_reward"]}
-    return Run(path, settings, seed, model, rows, before, after, source)
+    if after is not None and rows and math.isfinite(rows[-1].get("capped_share", math.nan)):
+        after = {**after, "capped_share": rows[-1]["capped_share"]}
+    return Run(path, settings, seed, model, rows, before, after, source, best_stage(rows))
+
+
+def best_stage(rows: list[dict[str, float]]) -> dict[str, float] | None:
+    """The held-out evaluation of the stage with the highest held-out reward, and which stage it was.
+
+    The paper reports this stage ("we stop when the best model is obtained"); picked on the evaluated
+    prompts themselves, it is an optimistic number beside the last stage's.
+    """
+    evaluated = [row for row in rows if math.isfinite(row.get("eval_reward", math.nan))]
+    if not evaluated:
+        return None
+    top = max(evaluated, key=lambda row: row["eval_reward"])
+    return {**{k[len("eval_"):]: v for k, v in top.items() if k.startswith("eval_")}, "stage": top["iteration"],
+            **({"capped_share": top["capped_share"]} if "capped_share" in top else {})}
 
 
 def find_runs(root: str | Path) -> list[Run]:

@@ -55,7 +55,9 @@ def reward_curve(groups: list[Group], path: Path) -> Path | None:
     drawn = False
     for group, color in zip(groups, _colors(len(groups))):
         for column, style, what, alpha in (("policy_reward", "o-", "policy", 0.2),
-                                           ("best_of_k_reward", "s--", "best-of-K", 0.08)):
+                                           ("best_of_k_reward", "s--", "best-of-K", 0.08),
+                                           ("teacher_reward", "o:", "teacher", 0.2),
+                                           ("teacher_best_of_k_reward", "s:", "teacher best-of-K", 0.08)):
             its, mean, std = series(group, column)
             if len(its):
                 _line(ax, its, mean, std, color, style, f"{group.label}: {what}", alpha)
@@ -98,27 +100,40 @@ def reward_vs_perplexity(groups: list[Group], path: Path) -> Path | None:
     return _save(fig, ax, path)
 
 
-def kl_curve(groups: list[Group], path: Path) -> Path | None:
-    """KL(current policy || initial policy) per iteration (paper Figure 3)."""
+def per_iteration(groups: list[Group], path: Path, column: str, title: str, ylabel: str) -> Path | None:
+    """One metrics.csv column per iteration, one line per configuration (mean ± std over seeds)."""
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     drawn = False
     for group, color in zip(groups, _colors(len(groups))):
-        its, mean, std = series(group, "kl")
+        its, mean, std = series(group, column)
         if len(its):
             _line(ax, its, mean, std, color, "o-", group.label)
             drawn = True
     if not drawn:
         plt.close(fig)
         return None
-    ax.set_title(f"KL divergence between the current and the initial policy\n{STD_NOTE}")
+    ax.set_title(f"{title}\n{STD_NOTE}")
     ax.set_xlabel("RAFT iteration")
-    ax.set_ylabel("KL estimate (nats per response)")
+    ax.set_ylabel(ylabel)
     ax.xaxis.get_major_locator().set_params(integer=True)
     return _save(fig, ax, path)
+
+
+def kl_curve(groups: list[Group], path: Path) -> Path | None:
+    """KL(policy each stage produced || initial policy) per iteration (paper Figure 3)."""
+    return per_iteration(groups, path, "kl", "KL divergence between the policy each stage produced and the initial one",
+                         "KL estimate (nats per response, fresh samples at temperature 1)")
+
+
+def capped_curve(groups: list[Group], path: Path) -> Path | None:
+    """Share of each stage's samples cut at max_new_tokens: a policy that learns to stop shows it falling."""
+    return per_iteration(groups, path, "capped_share", "Share of samples cut at the length cap (max_new_tokens)",
+                         "share of the K samples per prompt")
 
 
 def write_plots(groups: list[Group], out_dir: Path) -> list[Path]:
     made = [reward_curve(groups, out_dir / "reward_curve.png"),
             reward_vs_perplexity(groups, out_dir / "reward_vs_ppl.png"),
-            kl_curve(groups, out_dir / "kl_curve.png")]
+            kl_curve(groups, out_dir / "kl_curve.png"),
+            capped_curve(groups, out_dir / "capped_share.png")]
     return [p for p in made if p is not None]

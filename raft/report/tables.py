@@ -16,7 +16,8 @@ COLUMNS = [("reward", "Reward", 3), ("ppl", "PPL", 3), ("msttr_100", "MSTTR-100"
            ("length", "Length", 1), ("n", "n", 0)]
 # Shown when some run recorded them: the best-of-K reward of the first stage's samples (the paper's Table 5
 # "initial best-of-K" column: what ranking has to learn from), and the cost (PPO vs RAFT: time, memory).
-OPTIONAL_COLUMNS = [("initial_best_of_k", "Initial best-of-K", 3), ("wall_time_s", "Train time (s)", 0),
+OPTIONAL_COLUMNS = [("initial_best_of_k", "Initial best-of-K", 3), ("stage", "Stage", 0),
+                    ("capped_share", "At length cap", 2), ("wall_time_s", "Train time (s)", 0),
                     ("peak_rss_mb", "Peak RSS (MiB)", 0), ("peak_gpu_memory_mb", "Peak GPU (MiB)", 0)]
 SOURCE_MARKS = {"evaluation.json": "", "metrics.csv": " *", "training reward": " †"}
 NOTES = [
@@ -24,7 +25,10 @@ NOTES = [
     "Unique-1/Unique-2 count the n-grams that occur exactly once among the n evaluated responses "
     "(column n): compare them only at equal n.",
     "Initial best-of-K: mean over the first stage's prompts of the best of their K sampled rewards.",
-    "`start` rows evaluate the starting checkpoint; the others the policy after the last RAFT iteration. "
+    "`start` rows evaluate the starting checkpoint; the others the policy after the last RAFT iteration, and "
+    "`[best stage]` rows the evaluated stage with the highest held-out reward (column Stage, counted from 0), "
+    "as the paper reports; picked on the evaluated prompts, it is the optimistic one. At length cap: the share "
+    "of that stage's training samples cut at max_new_tokens. "
     "Train time sums the iterations (sampling, scoring, fine-tuning); Peak RSS is the training process's "
     "high-water mark during them. "
     "* = from the last row of metrics.csv (no evaluation.json); † = no held-out reward, training-prompt reward.",
@@ -34,7 +38,7 @@ NOTES = [
 @dataclass
 class Row:
     label: str
-    stage: str  # "start" or "after"
+    stage: str  # "start", "after" (the last stage) or "best" (the best evaluated stage)
     values: dict[str, list[float]]  # finite values, one per seed
     seeds: int
 
@@ -43,8 +47,9 @@ def _finite(values) -> list[float]:
     return [float(v) for v in values if v is not None and math.isfinite(float(v))]
 
 
-def build_rows(groups: list[Group]) -> list[Row]:
+def build_rows(groups: list[Group], stages: tuple[str, ...] = ("last", "best")) -> list[Row]:
     rows: list[Row] = []
+    keys = [key for key, _, _ in COLUMNS + OPTIONAL_COLUMNS]
     starts: dict[str, dict[str, dict]] = {}  # model -> seed -> before (equal seeds evaluate the same model alike)
     for group in groups:
         for run in group.runs:
@@ -52,17 +57,18 @@ def build_rows(groups: list[Group]) -> list[Row]:
                 starts.setdefault(run.model, {}).setdefault(str(run.seed), run.before)
     for model, by_seed in starts.items():
         befores = list(by_seed.values())
-        rows.append(Row(f"start: {model}", "start",
-                        {key: _finite(b.get(key) for b in befores) for key, _, _ in COLUMNS + OPTIONAL_COLUMNS},
+        rows.append(Row(f"start: {model}", "start", {key: _finite(b.get(key) for b in befores) for key in keys},
                         len(befores)))
     for group in groups:
         afters = [run.after for run in group.runs if run.after]
-        if not afters:
-            continue
-        marks = "".join(sorted({SOURCE_MARKS[run.after_source] for run in group.runs if run.after}))
-        rows.append(Row(group.label + marks, "after",
-                        {key: _finite(a.get(key) for a in afters) for key, _, _ in COLUMNS + OPTIONAL_COLUMNS},
-                        len(afters)))
+        if afters and "last" in stages:
+            marks = "".join(sorted({SOURCE_MARKS[run.after_source] for run in group.runs if run.after}))
+            rows.append(Row(group.label + marks, "after", {key: _finite(a.get(key) for a in afters) for key in keys},
+                            len(afters)))
+        bests = [run.best for run in group.runs if run.best]
+        if bests and "best" in stages:
+            rows.append(Row(f"{group.label} [best stage]", "best",
+                            {key: _finite(b.get(key) for b in bests) for key in keys}, len(bests)))
     return rows
 
 

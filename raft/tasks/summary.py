@@ -39,9 +39,14 @@ def print_before_after(before: dict, after: dict, history: Sequence[dict], run_d
         print(before_after_table(before, after))
     if history:
         first, last = history[0], history[-1]
-        print(f"training prompts: policy reward {first['policy_reward']:.3f} (iteration 0) -> "
-              f"{last['policy_reward']:.3f} (iteration {last['iteration']}), "
-              f"best-of-K {first['best_of_k_reward']:.3f} -> {last['best_of_k_reward']:.3f}")
+        who = "policy" if "policy_reward" in first else "teacher"  # a teacher's samples carry its own name
+        best = "best_of_k_reward" if who == "policy" else "teacher_best_of_k_reward"
+        print(f"training prompts: {who} reward {first[f'{who}_reward']:.3f} (iteration 0) -> "
+              f"{last[f'{who}_reward']:.3f} (iteration {last['iteration']}), "
+              f"best-of-K {first[best]:.3f} -> {last[best]:.3f}")
+        if "capped_share" in last:
+            print(f"samples cut at max_new_tokens: {first['capped_share']:.0%} (iteration 0) -> "
+                  f"{last['capped_share']:.0%} (iteration {last['iteration']})")
     print(f"run folder: {run_dir}  (reward_curve.png, metrics.csv, evaluation.json, iter_*/)")
 
 
@@ -55,8 +60,12 @@ def plot_run(history: Sequence[dict], path: Path) -> None:
 
     its = [h["iteration"] for h in history]
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    ax.plot(its, [h["policy_reward"] for h in history], "o-", label="policy (mean of K samples)")
-    ax.plot(its, [h["best_of_k_reward"] for h in history], "s-", label="best-of-K (selected target)")
+    if "policy_reward" in history[0]:
+        ax.plot(its, [h["policy_reward"] for h in history], "o-", label="policy (mean of K samples)")
+        ax.plot(its, [h["best_of_k_reward"] for h in history], "s-", label="best-of-K (selected target)")
+    else:  # distillation / expert data: the K samples are the teacher's
+        ax.plot(its, [h["teacher_reward"] for h in history], "o-", label="teacher (mean of K samples)")
+        ax.plot(its, [h["teacher_best_of_k_reward"] for h in history], "s-", label="teacher best-of-K (selected)")
     evals = [(h["iteration"], h["eval_reward"]) for h in history if "eval_reward" in h]
     if evals:
         ax.plot(*zip(*evals), "^--", label="policy on held-out prompts")
