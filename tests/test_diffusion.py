@@ -14,11 +14,11 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from raft.diffusion.denoising_module import DenoisingModule
-from raft.diffusion.digits_policy import DigitsDiffusionPolicy
-from raft.diffusion.prompts import ClassNamePrompts, DigitPrompts
-from raft.diffusion.sampling import DiffusionSampler
-from raft.diffusion.stable_diffusion import LORA_FILE, MissingWeightsError, StableDiffusionPolicy
+from raft.modules.denoising import DenoisingModule
+from raft.policies.digits_diffusion import DigitsDiffusionPolicy
+from raft.data.image_prompts import ClassNamePrompts, DigitPrompts
+from raft.sampling_image import DiffusionSampler
+from raft.policies.stable_diffusion import LORA_FILE, MissingWeightsError, StableDiffusionPolicy
 from raft.loop import RaftLoop
 from raft.samples import read_samples
 from raft.rewards.image.aesthetic import AestheticReward, MLPAestheticHead
@@ -200,7 +200,7 @@ def test_image_rewards_name_what_is_missing(tiny_clip):
 
 def test_digit_reward_recognises_real_digits():
     """On scikit-learn's digits the MNIST CNN should mostly name the right digit (no hard-coded score)."""
-    from raft.diffusion.digits_model import digits_dataset
+    from raft.models.digits import digits_dataset
 
     pixels, labels = digits_dataset(16)
     images = [Image.fromarray(((p[0].numpy() + 1) * 127.5).astype(np.uint8), mode="L") for p in pixels[:200]]
@@ -210,7 +210,7 @@ def test_digit_reward_recognises_real_digits():
 
 
 def test_legibility_is_the_best_digit_whatever_the_prompt():
-    from raft.diffusion.digits_model import digits_dataset
+    from raft.models.digits import digits_dataset
 
     pixels, labels = digits_dataset(16)
     images = [Image.fromarray(((p[0].numpy() + 1) * 127.5).astype(np.uint8), mode="L") for p in pixels[:50]]
@@ -348,7 +348,7 @@ def test_digits_expert_data_only_of_the_prompted_digits(tmp_path):
 
 
 def test_digits_trainable_and_frozen_pick_the_fine_tuned_weights(tmp_path):
-    from raft.diffusion.digits_model import build_digits_unet
+    from raft.models.digits import build_digits_unet
 
     unet = build_digits_unet(8, (8, 16, 16))
     total = sum(p.numel() for p in unet.parameters())
@@ -366,7 +366,7 @@ def test_digits_trainable_and_frozen_pick_the_fine_tuned_weights(tmp_path):
 
 
 def test_grid_bars_are_as_long_as_the_reward():
-    from raft.diffusion.grids import BAR, CAPTION, before_after_grid
+    from raft.report.image_grids import BAR, CAPTION, before_after_grid
 
     black = [Image.new("L", (8, 8)) for _ in range(2)]
     grid = before_after_grid([("before", black, [0.0, 0.5]), ("RAFT", black, [1.0, 0.25])], columns=2, scale=4)

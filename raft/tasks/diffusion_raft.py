@@ -18,8 +18,8 @@ import pytorch_lightning as pl
 from PIL import Image
 
 from raft.atomic import atomic_write_text
-from raft.diffusion.grids import before_after_grid
-from raft.diffusion.images import save_png
+from raft.report.image_grids import before_after_grid
+from raft.images import save_png
 from raft.loop import RaftLoop
 from raft.samples import read_samples, write_samples
 from raft.tasks.summary import plot_run

@@ -23,10 +23,10 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from raft.atomic import atomic_dir, atomic_write_text
-from raft.diffusion.denoising_module import DenoisingModule
-from raft.diffusion.digits_model import NULL_CLASS, build_digits_unet, digit_of_prompt, digits_dataset
-from raft.diffusion.images import open_image, save_png, stage_dir_of
-from raft.diffusion.sampling import DiffusionSampler, image_name
+from raft.modules.denoising import DenoisingModule
+from raft.models.digits import NULL_CLASS, build_digits_unet, digit_of_prompt, digits_dataset
+from raft.images import open_image, save_png, stage_dir_of
+from raft.sampling_image import DiffusionSampler, image_name
 from raft.policies.base import Policy
 from raft.samples import Sample
 

@@ -14,8 +14,8 @@ from typing import Any, Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from raft.diffusion.images import open_image, save_png, stage_dir_of
-from raft.diffusion.sampling import DiffusionSampler, image_name
+from raft.images import open_image, save_png, stage_dir_of
+from raft.sampling_image import DiffusionSampler, image_name
 from raft.policies.base import Policy
 from raft.samples import Sample
 
