@@ -12,14 +12,8 @@ import torch
 
 from raft.data import Pair
 from raft.models import build_tiny_causal_lm
-from raft.modules.reward_model import (
-    RewardModelModule,
-    bradley_terry_loss,
-    load_backbone,
-    pairwise_accuracy,
-    save_reward_model,
-    score_pairs,
-)
+from raft.models.reward_model import load_backbone, save_reward_model, score_pairs
+from raft.modules.reward_model import RewardModelModule, bradley_terry_loss, pairwise_accuracy
 from raft.rewards.reward_model import TrainedRewardModel
 
 HH = Path(os.environ.get("RAFT_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "data/hh-rlhf/harmless-base.jsonl.gz"

@@ -14,6 +14,7 @@ from typing import Any, Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from raft.devices import DTYPES, pick_device
 from raft.images import open_image, save_png, stage_dir_of
 from raft.sampling_image import DiffusionSampler, image_name
 from raft.policies.base import Policy
@@ -21,7 +22,6 @@ from raft.samples import Sample
 
 ALIASES = {"sd15": "stable-diffusion-v1-5/stable-diffusion-v1-5"}
 LORA_FILE = "pytorch_lora_weights.safetensors"
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 class MissingWeightsError(FileNotFoundError):
@@ -67,9 +67,9 @@ class StableDiffusionPolicy(Policy):
         self.lora_rank, self.lora_dropout = lora_rank, lora_dropout
         self.lora_alpha = lora_alpha if lora_alpha is not None else lora_rank
         self.lora_targets = list(lora_targets)
-        self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        self.device = pick_device(device)
         if dtype == "auto":  # half precision on GPUs; CPUs lack fast float16 kernels
-            dtype = "float16" if self.device.startswith("cuda") else "float32"
+            dtype = "float16" if self.device.type == "cuda" else "float32"
         self.dtype = DTYPES[dtype]
         self.seed = seed
         self._check_weights_reachable()

@@ -10,15 +10,9 @@ import pytorch_lightning as pl
 
 from raft.atomic import atomic_dir
 from raft.distributed import is_rank_zero, wait_for
+from raft.models.reward_model import META_FILE, MINILM_ALIAS, load_backbone, save_reward_model, score_pairs
 from raft.modules.fitting import fit_to_completion
-from raft.modules.reward_model import (
-    MINILM_ALIAS,
-    META_FILE,
-    load_backbone,
-    pairwise_accuracy,
-    save_reward_model,
-    score_pairs,
-)
+from raft.modules.reward_model import pairwise_accuracy
 
 METRICS_FILE = "metrics.json"
 
