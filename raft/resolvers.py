@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 
 def run_dirname(overrides: str) -> str:
@@ -18,9 +18,17 @@ def run_dirname(overrides: str) -> str:
     return name
 
 
+def with_keys(node: DictConfig, changes: DictConfig) -> DictConfig:
+    """`${raft_with:${trainer},{max_epochs:1}}`: a copy of a config node with some keys set, for a stage that
+    needs one setting of a shared group differently (and says so in the composed config)."""
+    return OmegaConf.merge(node, changes)
+
+
 def register() -> None:
     if not OmegaConf.has_resolver("raft_dirname"):
         OmegaConf.register_new_resolver("raft_dirname", run_dirname)
+    if not OmegaConf.has_resolver("raft_with"):
+        OmegaConf.register_new_resolver("raft_with", with_keys)
 
 
 register()

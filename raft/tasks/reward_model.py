@@ -19,15 +19,13 @@ METRICS_FILE = "metrics.json"
 
 class RewardModelTask:
     def __init__(self, data, backbone: str, module: Callable, trainer: Callable, output_dir: str,
-                 dtype: str = "float32", epochs: int = 1, eval_batch_size: int = 32, seed: int = 0):
+                 dtype: str = "float32", eval_batch_size: int = 32, seed: int = 0):
         if backbone != MINILM_ALIAS:
             from raft.models import check_model_name
 
             check_model_name(backbone, field="task.backbone")
-        if epochs < 1:
-            raise ValueError(f"task.epochs must be >= 1, got {epochs}")
         self.data, self.backbone, self.module, self.trainer = data, backbone, module, trainer
-        self.output_dir, self.dtype, self.epochs = Path(output_dir), dtype, epochs
+        self.output_dir, self.dtype = Path(output_dir), dtype
         self.eval_batch_size, self.seed = eval_batch_size, seed
 
     def run(self) -> dict:
@@ -46,7 +44,7 @@ class RewardModelTask:
         model, tokenizer = load_backbone(self.backbone, self.dtype)
         module = self.module(model=model, tokenizer=tokenizer,
                              train_pairs=self.data.pairs("train"), val_pairs=self.data.pairs("test"))
-        fit_to_completion(self.trainer(max_epochs=self.epochs), module)
+        fit_to_completion(self.trainer(), module)
         if not is_rank_zero():  # another process of a torchrun / SLURM launch: rank 0 scores and saves
             return json.loads(wait_for(self.output_dir / METRICS_FILE).read_text())
         test = self.data.pairs("test")
