@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import re
 from pathlib import Path
 
@@ -13,8 +12,9 @@ import pytest
 from raft.data import EverydayPrompts, Pair, PreferencePairs, split_dialogue
 from raft.data.preference_pairs import parse_row, split_indices
 from raft.data.sources import EVERYDAY_PROMPTS
+from raft.resolvers import asset_path
 
-HH = Path(os.environ.get("RAFT_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "data/hh-rlhf/harmless-base.jsonl.gz"
+HH = asset_path("hh_rlhf/harmless-base.jsonl.gz")  # the 2,015 harmless-base pairs shipped with raft
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import pytest
@@ -13,9 +12,10 @@ from conftest import quiet_trainer
 from raft.data import Pair
 from raft.models.reward_model import load_backbone, save_reward_model, score_pairs
 from raft.modules.reward_model import RewardModelModule, bradley_terry_loss, pairwise_accuracy
+from raft.resolvers import asset_path
 from raft.rewards.reward_model import TrainedRewardModel
 
-HH = Path(os.environ.get("RAFT_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "data/hh-rlhf/harmless-base.jsonl.gz"
+HH = asset_path("hh_rlhf/harmless-base.jsonl.gz")  # the 2,015 harmless-base pairs shipped with raft
 
 PAIRS = [
     Pair("\n\nHuman: How was your day?\n\nAssistant:", "It was wonderful, thank you!", "Terrible. Go away."),
