@@ -14,17 +14,17 @@ from conftest import quiet_trainer
 from PIL import Image
 from safetensors.torch import load_file
 
+from raft.data.image_prompts import ClassNamePrompts, DigitPrompts
+from raft.loop import RaftLoop
 from raft.modules.denoising import DenoisingModule
 from raft.policies.digits_diffusion import DigitsDiffusionPolicy
-from raft.data.image_prompts import ClassNamePrompts, DigitPrompts
-from raft.sampling_image import DiffusionSampler
 from raft.policies.stable_diffusion import LORA_FILE, MissingWeightsError, StableDiffusionPolicy
-from raft.loop import RaftLoop
-from raft.samples import read_samples
 from raft.rewards.image.aesthetic import AestheticReward, MLPAestheticHead
 from raft.rewards.image.clip_score import ClipScoreReward
 from raft.rewards.image.digit_classifier import DigitClassifierReward
 from raft.rewards.image.jpeg import JpegCompressibilityReward
+from raft.samples import read_samples
+from raft.sampling_image import DiffusionSampler
 from raft.selection import LocalRanking
 
 TRAINER = quiet_trainer(max_steps=2, max_epochs=None)
@@ -176,7 +176,8 @@ def test_image_rewards_give_one_finite_score_per_image(tiny_clip, tmp_path):
     rewards = [clip, DigitClassifierReward(), JpegCompressibilityReward(quality=80)]
     for name, head in heads.items():
         torch.save(head.state_dict(), tmp_path / f"{name}.pth")
-        rewards.append(AestheticReward(head_path=str(tmp_path / f"{name}.pth"), head=name, clip_model=tiny_clip["model"],
+        rewards.append(AestheticReward(head_path=str(tmp_path / f"{name}.pth"), head=name,
+                                       clip_model=tiny_clip["model"],
                                        clip_pretrained=tiny_clip["pretrained"], device="cpu"))
     for reward in rewards:
         scores = reward(prompts, images)

@@ -20,7 +20,8 @@ HH = asset_path("hh_rlhf/harmless-base.jsonl.gz")  # the 2,015 harmless-base pai
 PAIRS = [
     Pair("\n\nHuman: How was your day?\n\nAssistant:", "It was wonderful, thank you!", "Terrible. Go away."),
     Pair("\n\nHuman: Can you help me cook rice?\n\nAssistant:", "Sure: simmer it gently with a lid.", "No."),
-    Pair("\n\nHuman: Write a note to a friend.\n\nAssistant:", "Thank you for your help with moving house.", "I hate that."),
+    Pair("\n\nHuman: Write a note to a friend.\n\nAssistant:", "Thank you for your help with moving house.",
+         "I hate that."),
     Pair("\n\nHuman: Any advice?\n\nAssistant:", "Practice a little every day.", "It is sad and bad."),
 ]
 

@@ -40,7 +40,9 @@ class RewardModelModule(pl.LightningModule):
         if lr <= 0:
             raise ValueError(f"module.lr must be > 0, got {lr}")
         if batch_size < 1 or max_length < 2:
-            raise ValueError(f"module.batch_size must be >= 1 and module.max_length >= 2, got {batch_size}, {max_length}")
+            raise ValueError(
+                f"module.batch_size must be >= 1 and module.max_length >= 2, got {batch_size}, {max_length}"
+            )
         if not 0.0 <= warmup_ratio < 1.0:
             raise ValueError(f"module.warmup_ratio must be in [0, 1), got {warmup_ratio}")
         if lora_r < 0:

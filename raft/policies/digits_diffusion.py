@@ -23,12 +23,12 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from raft.atomic import atomic_dir, atomic_write_text
-from raft.modules.denoising import DenoisingModule
-from raft.models.digits import NULL_CLASS, build_digits_unet, digit_of_prompt, digits_dataset
 from raft.images import open_image, save_png, stage_dir_of
-from raft.sampling_image import DiffusionSampler, image_name
+from raft.models.digits import NULL_CLASS, build_digits_unet, digit_of_prompt, digits_dataset
+from raft.modules.denoising import DenoisingModule
 from raft.policies.base import Policy
 from raft.samples import Sample
+from raft.sampling_image import DiffusionSampler, image_name
 
 log = logging.getLogger("raft")
 
@@ -98,7 +98,9 @@ class DigitsDiffusionPolicy(Policy):
                 )
             return self.pretrained_dir
         if self.pretrain_trainer is None:
-            raise ValueError(f"no pretrained digits model in {self.pretrained_dir} and no model.pretrain_trainer to make one")
+            raise ValueError(
+                f"no pretrained digits model in {self.pretrained_dir} and no model.pretrain_trainer to make one"
+            )
         s = self.settings
         pl.seed_everything(self.seed, verbose=False)
         unet = build_digits_unet(s["base_resolution"], tuple(s["channels"]))
@@ -151,7 +153,8 @@ class DigitsDiffusionPolicy(Policy):
                              generator=sampler.generator(out_dir.name, idx, j)) for idx, _, j in batch]
             )
             step_noise = sampler.generator(out_dir.name, batch[0][0], -1 - batch[0][2])
-            pixels = self._denoise(unet, sampler.make_scheduler(noise_schedule.config), sampler, labels, noise, step_noise)
+            scheduler = sampler.make_scheduler(noise_schedule.config)
+            pixels = self._denoise(unet, scheduler, sampler, labels, noise, step_noise)
             for (idx, prompt, j), image in zip(batch, pixels):
                 name = image_name(idx, j)
                 save_png(_to_pil(image), out_dir / name)

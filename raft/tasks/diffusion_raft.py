@@ -90,7 +90,8 @@ class DiffusionRaftTask:
         path = folder / "samples.jsonl"
         if not path.exists():
             return None
-        samples = [s for s in read_samples(path) if s.prompt_idx < self.grid_prompts and s.sample_idx < self.grid_samples]
+        samples = [s for s in read_samples(path)
+                   if s.prompt_idx < self.grid_prompts and s.sample_idx < self.grid_samples]
         samples.sort(key=lambda s: (s.prompt_idx, s.sample_idx))
         images = [self.policy.response_for_reward(s, folder) for s in samples]
         scores = self.reward([s.prompt for s in samples], images)

@@ -36,7 +36,8 @@ class RewardModelTask:
             metrics = self.train()
         print(f"reward model: held-out pairwise accuracy {metrics['test_accuracy']:.3f} "
               f"on {metrics['test_pairs']} pairs")
-        print(f"reward model: saved in {self.output_dir}; use it with \"reward=reward_model reward.path='{self.output_dir}'\"")
+        print(f"reward model: saved in {self.output_dir}; "
+              f"use it with \"reward=reward_model reward.path='{self.output_dir}'\"")
         return metrics
 
     def train(self) -> dict:
