@@ -126,7 +126,9 @@ class _ImageFilter:
         for s in samples:
             path = Path(stage_dir) / s.response
             if not path.is_file():
-                raise FileNotFoundError(f"filters: {self.name} found no image for sample {s.prompt_idx}/{s.sample_idx} at {path}")
+                raise FileNotFoundError(
+                    f"filters: {self.name} found no image for sample {s.prompt_idx}/{s.sample_idx} at {path}"
+                )
             with Image.open(path) as image:
                 pixels = np.asarray(image.convert("L"), dtype=np.float64) / 255.0
             if self.keeps(pixels):
@@ -156,9 +158,12 @@ class DarkBackgroundFilter(_ImageFilter):
 class InkShareFilter(_ImageFilter):
     """Keep images whose share of ink pixels (brightness above `threshold`) is within [min_share, max_share]."""
 
-    def __init__(self, min_share: float = 0.05, max_share: float = 0.5, threshold: float = 0.5, name: str = "ink_share"):
+    def __init__(self, min_share: float = 0.05, max_share: float = 0.5, threshold: float = 0.5,
+                 name: str = "ink_share"):
         if not 0 <= min_share <= max_share <= 1:
-            raise ValueError(f"filters: InkShareFilter needs 0 <= min_share <= max_share <= 1, got {min_share}, {max_share}")
+            raise ValueError(
+                f"filters: InkShareFilter needs 0 <= min_share <= max_share <= 1, got {min_share}, {max_share}"
+            )
         if not 0 <= threshold < 1:
             raise ValueError(f"filters: InkShareFilter threshold must be in [0, 1), got {threshold}")
         self.min_share, self.max_share, self.threshold, self.name = min_share, max_share, threshold, name
@@ -180,7 +185,9 @@ def apply_filters(filters: Sequence[Callable[..., list[Sample]]], samples: Seque
         before = len(kept)
         if getattr(f, "needs_stage_dir", False):
             if stage_dir is None:
-                raise ValueError(f"filters: {name} reads images and needs the stage folder (apply_filters(..., stage_dir))")
+                raise ValueError(
+                    f"filters: {name} reads images and needs the stage folder (apply_filters(..., stage_dir))"
+                )
             kept = list(f(kept, stage_dir))
         else:
             kept = list(f(kept))

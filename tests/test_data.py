@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import re
 from pathlib import Path
 
@@ -13,8 +12,9 @@ import pytest
 from raft.data import EverydayPrompts, Pair, PreferencePairs, split_dialogue
 from raft.data.preference_pairs import parse_row, split_indices
 from raft.data.sources import EVERYDAY_PROMPTS
+from raft.resolvers import asset_path
 
-HH = Path(os.environ.get("RAFT_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "data/hh-rlhf/harmless-base.jsonl.gz"
+HH = asset_path("hh_rlhf/harmless-base.jsonl.gz")  # the 2,015 harmless-base pairs shipped with raft
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -40,7 +40,8 @@ def test_rejected_response_split_against_chosen_prompt():
         "chosen": "\n\nHuman: A?\n\nAssistant: x\n\nHuman: B?\n\nAssistant: good answer",
         "rejected": "\n\nHuman: A?\n\nAssistant: x\n\nHuman: B?\n\nAssistant: bad answer",
     }
-    assert parse_row(row, 0) == Pair("\n\nHuman: A?\n\nAssistant: x\n\nHuman: B?\n\nAssistant:", " good answer", " bad answer")
+    assert parse_row(row, 0) == Pair("\n\nHuman: A?\n\nAssistant: x\n\nHuman: B?\n\nAssistant:",
+                                     " good answer", " bad answer")
 
 
 def test_response_containing_an_assistant_turn_uses_the_shared_prompt():
@@ -82,8 +83,10 @@ def test_identical_pairs_are_dropped_and_counted(tmp_path):
 def test_gzip_file_is_read(tmp_path):
     path = tmp_path / "p.jsonl.gz"
     with gzip.open(path, "wt", encoding="utf-8") as f:
-        f.write(json.dumps({"chosen": "\n\nHuman: a\n\nAssistant: b", "rejected": "\n\nHuman: a\n\nAssistant: c"}) + "\n")
-    assert PreferencePairs(str(path), test_fraction=0.0).pairs("train") == [Pair("\n\nHuman: a\n\nAssistant:", " b", " c")]
+        f.write(json.dumps({"chosen": "\n\nHuman: a\n\nAssistant: b",
+                            "rejected": "\n\nHuman: a\n\nAssistant: c"}) + "\n")
+    pairs = PreferencePairs(str(path), test_fraction=0.0).pairs("train")
+    assert pairs == [Pair("\n\nHuman: a\n\nAssistant:", " b", " c")]
 
 
 def test_missing_path_error():

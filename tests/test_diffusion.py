@@ -9,26 +9,25 @@ import math
 import numpy as np
 import open_clip
 import pytest
-import pytorch_lightning as pl
 import torch
+from conftest import quiet_trainer
 from PIL import Image
 from safetensors.torch import load_file
 
-from raft.diffusion.denoising_module import DenoisingModule
-from raft.diffusion.digits_policy import DigitsDiffusionPolicy
-from raft.diffusion.prompts import ClassNamePrompts, DigitPrompts
-from raft.diffusion.sampling import DiffusionSampler
-from raft.diffusion.stable_diffusion import LORA_FILE, MissingWeightsError, StableDiffusionPolicy
+from raft.data.image_prompts import ClassNamePrompts, DigitPrompts
 from raft.loop import RaftLoop
-from raft.samples import read_samples
+from raft.modules.denoising import DenoisingModule
+from raft.policies.digits_diffusion import DigitsDiffusionPolicy
+from raft.policies.stable_diffusion import LORA_FILE, MissingWeightsError, StableDiffusionPolicy
 from raft.rewards.image.aesthetic import AestheticReward, MLPAestheticHead
 from raft.rewards.image.clip_score import ClipScoreReward
 from raft.rewards.image.digit_classifier import DigitClassifierReward
 from raft.rewards.image.jpeg import JpegCompressibilityReward
+from raft.samples import read_samples
+from raft.sampling_image import DiffusionSampler
 from raft.selection import LocalRanking
 
-TRAINER = functools.partial(pl.Trainer, max_steps=2, max_epochs=None, logger=False, enable_checkpointing=False,
-                            enable_progress_bar=False, enable_model_summary=False)
+TRAINER = quiet_trainer(max_steps=2, max_epochs=None)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -177,7 +176,8 @@ def test_image_rewards_give_one_finite_score_per_image(tiny_clip, tmp_path):
     rewards = [clip, DigitClassifierReward(), JpegCompressibilityReward(quality=80)]
     for name, head in heads.items():
         torch.save(head.state_dict(), tmp_path / f"{name}.pth")
-        rewards.append(AestheticReward(head_path=str(tmp_path / f"{name}.pth"), head=name, clip_model=tiny_clip["model"],
+        rewards.append(AestheticReward(head_path=str(tmp_path / f"{name}.pth"), head=name,
+                                       clip_model=tiny_clip["model"],
                                        clip_pretrained=tiny_clip["pretrained"], device="cpu"))
     for reward in rewards:
         scores = reward(prompts, images)
@@ -200,7 +200,7 @@ def test_image_rewards_name_what_is_missing(tiny_clip):
 
 def test_digit_reward_recognises_real_digits():
     """On scikit-learn's digits the MNIST CNN should mostly name the right digit (no hard-coded score)."""
-    from raft.diffusion.digits_model import digits_dataset
+    from raft.models.digits import digits_dataset
 
     pixels, labels = digits_dataset(16)
     images = [Image.fromarray(((p[0].numpy() + 1) * 127.5).astype(np.uint8), mode="L") for p in pixels[:200]]
@@ -210,7 +210,7 @@ def test_digit_reward_recognises_real_digits():
 
 
 def test_legibility_is_the_best_digit_whatever_the_prompt():
-    from raft.diffusion.digits_model import digits_dataset
+    from raft.models.digits import digits_dataset
 
     pixels, labels = digits_dataset(16)
     images = [Image.fromarray(((p[0].numpy() + 1) * 127.5).astype(np.uint8), mode="L") for p in pixels[:50]]
@@ -224,10 +224,11 @@ def test_legibility_is_the_best_digit_whatever_the_prompt():
 
 def tiny_digits_policy(folder, **kw):
     return DigitsDiffusionPolicy(str(folder), base_resolution=8, channels=(8, 16, 16), pretrain_steps=3,
-                                 pretrain_batch_size=16, bf16=False, **kw)
+                                 pretrain_batch_size=16, bf16=False,
+                                 pretrain_trainer=quiet_trainer(max_steps=3, precision="32-true"), **kw)
 
 
-def test_digits_policy_pretrain_and_one_raft_iteration(tmp_path):
+def test_digits_policy_pretrain_and_one_raft_iteration(tmp_path, run_dir):
     policy = tiny_digits_policy(tmp_path / "pretrained")
     policy.pretrain()
     assert (tmp_path / "pretrained" / "pretrain.json").is_file()
@@ -236,10 +237,10 @@ def test_digits_policy_pretrain_and_one_raft_iteration(tmp_path):
         tiny_digits_policy(tmp_path / "pretrained", seed=1).pretrain()
     sampler = DiffusionSampler(K=3, steps=2, guidance_scale=2.0, resolution=16, batch_size=4)
     module = functools.partial(DenoisingModule, learning_rate=1e-2, batch_size=2)
-    loop = RaftLoop(policy, DigitClassifierReward(), sampler, LocalRanking(), module, TRAINER, tmp_path / "run",
+    loop = RaftLoop(policy, DigitClassifierReward(), sampler, LocalRanking(), module, TRAINER, run_dir,
                     iterations=1, batch_size=2, track_kl=False)
     loop.run(DigitPrompts(in_domain=[1, 7]).prompts("train"))
-    stage = tmp_path / "run" / "iter_000"
+    stage = run_dir / "iter_000"
     image = policy.response_for_reward(read_samples(stage / "samples.jsonl")[0], stage)
     assert image.size == (16, 16) and image.mode == "L"  # sampled above the 8x8 training resolution
     from diffusers import UNet2DModel
@@ -260,7 +261,7 @@ def test_prompt_sources():
         data.prompts("valid")
 
 
-def test_diffusion_task_from_config_writes_table_and_grids(tmp_path):
+def test_diffusion_task_from_config_writes_table_and_grids(tmp_path, run_dir):
     """task=diffusion_raft built by Hydra from the digits preset, shrunk: pretrain, evaluate, RAFT, report."""
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
@@ -269,18 +270,19 @@ def test_diffusion_task_from_config_writes_table_and_grids(tmp_path):
     from raft.main import CONFIG_DIR
 
     overrides = [
-        "experiment=digits_alignment", f"task.output_dir={tmp_path / 'run'}",
+        "experiment=digits_alignment", f"task.output_dir={run_dir}",
         f"model.pretrained_dir={tmp_path / 'pretrained'}", "model.base_resolution=8", "model.channels=[8,16,16]",
         "model.pretrain_steps=3", "model.pretrain_batch_size=16", "model.bf16=false",
+        "model.pretrain_trainer.precision=32-true",
         "sampler.K=2", "sampler.steps=2", "sampler.resolution=8", "sampler.batch_size=8",
         "data.in_domain=[1,2]", "data.out_of_domain=[3]", "trainer.max_steps=2", "trainer.precision=32-true",
         "+trainer.enable_progress_bar=false", "task.iterations=1", "task.batch_size=4",
-        "task.eval_samples_per_prompt=2", "task.grid_samples=2",
+        "task.eval_sampler.K=2", "task.grid_samples=2",
     ]
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
         cfg = compose("config", overrides=overrides)
     result = instantiate(cfg.task, _convert_="all").run()
-    run = tmp_path / "run"
+    run = run_dir
     for split in ("in_domain", "out_of_domain"):
         for when in ("before", "after"):
             for name in ("p(requested digit)", "legibility"):  # the preset's two Table 8 rows
@@ -348,7 +350,7 @@ def test_digits_expert_data_only_of_the_prompted_digits(tmp_path):
 
 
 def test_digits_trainable_and_frozen_pick_the_fine_tuned_weights(tmp_path):
-    from raft.diffusion.digits_model import build_digits_unet
+    from raft.models.digits import build_digits_unet
 
     unet = build_digits_unet(8, (8, 16, 16))
     total = sum(p.numel() for p in unet.parameters())
@@ -366,7 +368,7 @@ def test_digits_trainable_and_frozen_pick_the_fine_tuned_weights(tmp_path):
 
 
 def test_grid_bars_are_as_long_as_the_reward():
-    from raft.diffusion.grids import BAR, CAPTION, before_after_grid
+    from raft.report.image_grids import BAR, CAPTION, before_after_grid
 
     black = [Image.new("L", (8, 8)) for _ in range(2)]
     grid = before_after_grid([("before", black, [0.0, 0.5]), ("RAFT", black, [1.0, 0.25])], columns=2, scale=4)

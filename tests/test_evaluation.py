@@ -64,7 +64,8 @@ def test_start_evaluation_is_shared_by_the_runs_of_a_sweep(tmp_path):
     other_model.name_or_path = "another-model"
     a = evaluator.evaluate(first, None, ["a", "b"], ["ra", "rb"], tmp_path / "run0" / "eval_before", shared=True)
     b = evaluator.evaluate(second, None, ["a", "b"], ["ra", "rb"], tmp_path / "run1" / "eval_before", shared=True)
-    assert json.dumps(a) == json.dumps(b) and first.calls and not second.calls  # the second run copied the first one's evaluation
+    # the second run copied the first one's evaluation
+    assert json.dumps(a) == json.dumps(b) and first.calls and not second.calls
     assert (tmp_path / "run1" / "eval_before" / "eval_samples.jsonl").is_file()  # its own folder is complete
     evaluator.evaluate(other_model, None, ["a", "b"], ["ra", "rb"], tmp_path / "run2" / "eval_before", shared=True)
     changed = ScriptedPolicy()

@@ -6,6 +6,7 @@ import json
 import pytest
 import pytorch_lightning as pl
 import torch
+from conftest import quiet_trainer
 
 from raft.loop import RaftLoop
 from raft.modules.sft import SFTModule
@@ -31,9 +32,7 @@ def make_loop(run_dir, **overrides):
         policy=CausalLMPolicy("tiny-llama", sample_dtype="float32", max_length=96),
         reward=LetterReward(), sampler=Sampler(K=3, temperature=1.0, max_new_tokens=6, batch_size=12),
         selector=LocalRanking(), module=functools.partial(SFTModule, lr=1e-3, batch_size=4),
-        trainer=functools.partial(pl.Trainer, max_epochs=1, accelerator="cpu", logger=False,
-                                  enable_checkpointing=False, enable_progress_bar=False,
-                                  enable_model_summary=False),
+        trainer=quiet_trainer(max_epochs=1),
         run_dir=run_dir, iterations=2, batch_size=4, monitor=HackingMonitor(), seed=0,
     )
     args.update(overrides)
@@ -143,8 +142,7 @@ def test_sigterm_during_fine_tuning_saves_no_checkpoint(tmp_path):
         def on_train_batch_start(self, trainer, *args):
             os.kill(os.getpid(), signal.SIGTERM)
 
-    trainer = functools.partial(pl.Trainer, max_epochs=2, accelerator="cpu", logger=False, callbacks=[SendSigterm()],
-                                enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = quiet_trainer(max_epochs=2, callbacks=[SendSigterm()])
     loop = make_loop(tmp_path, trainer=trainer, iterations=1)
     with pytest.raises(BaseException) as caught:
         loop.run(PROMPTS)

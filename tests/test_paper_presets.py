@@ -121,7 +121,7 @@ def test_paper_scale_settings(preset):
         stages = cfg.task.stages
         assert stages.reward_model.backbone == "openlm-research/open_llama_3b"
         assert stages.reward_model.output_dir == cfg.reward.path
-        assert stages.sft.epochs == 1 and stages.raft.batch_size == 2048
+        assert stages.sft.trainer.max_epochs == 1 and stages.raft.batch_size == 2048
         assert stages.raft.init_checkpoint == stages.sft.output_dir + "/checkpoint"
         assert (cfg.sampler.K, cfg.sampler.temperature) == (32, 1.0)
     elif preset not in ("setup", "evaluate_base", "table3_rows"):

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from conftest import quiet_trainer
 
 from raft.ppo.advantages import gae, whiten
 from raft.ppo.kl_controller import AdaptiveKLController, FixedKLController
@@ -175,10 +176,7 @@ def _fake_sampled_batch(batch=4, prompt=5, response=6):
 
 
 def _quiet_trainer():
-    import pytorch_lightning as pl
-
-    return pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False)
+    return quiet_trainer(max_epochs=1)()
 
 
 def test_one_ppo_update_moves_lora_and_value_head_but_not_the_reference(tmp_path):
@@ -275,8 +273,6 @@ def test_module_validates_its_config():
 def _ppo_task(run_dir, iterations):
     import functools
 
-    import pytorch_lightning as pl
-
     from raft.data.sources import EverydayPrompts
     from raft.evaluation import Evaluator
     from raft.modules.ppo import PPOModule
@@ -290,8 +286,7 @@ def _ppo_task(run_dir, iterations):
         output_dir=str(run_dir), policy=CausalLMPolicy("tiny-llama", sample_dtype="float32", device="cpu"),
         reward=reward, sampler=Sampler(K=4, temperature=0.7, max_new_tokens=6, batch_size=3),
         module=functools.partial(PPOModule, lr=1e-3, ppo_epochs=2, minibatch_size=2),
-        trainer=functools.partial(pl.Trainer, accelerator="cpu", max_epochs=2, gradient_clip_val=1.0, logger=False,
-                                  enable_checkpointing=False, enable_model_summary=False),
+        trainer=quiet_trainer(max_epochs=2, gradient_clip_val=1.0),
         data=EverydayPrompts(n_test=2, limit=8),
         evaluator=Evaluator(reward, Sampler(K=1, temperature=0.7, top_k=40, max_new_tokens=6, batch_size=4), every=2),
         iterations=iterations, batch_size=4, seed=0)

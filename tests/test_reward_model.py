@@ -3,31 +3,25 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import pytest
-import pytorch_lightning as pl
 import torch
+from conftest import quiet_trainer
 
 from raft.data import Pair
-from raft.models import build_tiny_causal_lm
-from raft.modules.reward_model import (
-    RewardModelModule,
-    bradley_terry_loss,
-    load_backbone,
-    pairwise_accuracy,
-    save_reward_model,
-    score_pairs,
-)
+from raft.models.reward_model import load_backbone, save_reward_model, score_pairs
+from raft.modules.reward_model import RewardModelModule, bradley_terry_loss, pairwise_accuracy
+from raft.resolvers import asset_path
 from raft.rewards.reward_model import TrainedRewardModel
 
-HH = Path(os.environ.get("RAFT_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "data/hh-rlhf/harmless-base.jsonl.gz"
+HH = asset_path("hh_rlhf/harmless-base.jsonl.gz")  # the 2,015 harmless-base pairs shipped with raft
 
 PAIRS = [
     Pair("\n\nHuman: How was your day?\n\nAssistant:", "It was wonderful, thank you!", "Terrible. Go away."),
     Pair("\n\nHuman: Can you help me cook rice?\n\nAssistant:", "Sure: simmer it gently with a lid.", "No."),
-    Pair("\n\nHuman: Write a note to a friend.\n\nAssistant:", "Thank you for your help with moving house.", "I hate that."),
+    Pair("\n\nHuman: Write a note to a friend.\n\nAssistant:", "Thank you for your help with moving house.",
+         "I hate that."),
     Pair("\n\nHuman: Any advice?\n\nAssistant:", "Practice a little every day.", "It is sad and bad."),
 ]
 
@@ -45,15 +39,13 @@ def test_pairwise_accuracy_counts_ties_as_wrong():
     assert pairwise_accuracy([1.0, 0.5, 2.0, 0.0], [0.0, 0.5, 3.0, -1.0]) == pytest.approx(0.5)
 
 
-@pytest.fixture(scope="module")
-def tiny_backbone(tmp_path_factory):
-    return build_tiny_causal_lm(tmp_path_factory.mktemp("tiny_llama"))
+@pytest.fixture
+def tiny_backbone(tiny_lm_folder):
+    return tiny_lm_folder
 
 
 def fit(module, steps: int):
-    trainer = pl.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
-    trainer.fit(module)
+    quiet_trainer(max_steps=steps, num_sanity_val_steps=0)().fit(module)
 
 
 def toy_loss(module) -> float:
@@ -114,8 +106,7 @@ def test_reward_model_task_trains_reports_saves_and_resumes(tiny_backbone, tmp_p
     from raft.tasks.reward_model import RewardModelTask
     data = PreferencePairs(str(HH), max_train=8, max_test=6, max_prompt_chars=300)
     module = partial(RewardModelModule, lr=1e-3, batch_size=4, max_length=96)
-    trainer = partial(pl.Trainer, accelerator="cpu", max_steps=2, logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False)
+    trainer = quiet_trainer(max_steps=2, max_epochs=1)  # max_epochs: what task=reward_model's trainer sets
     out = tmp_path / "rm"
     task = RewardModelTask(data, str(tiny_backbone), module, trainer, str(out))
     metrics = task.run()
@@ -154,4 +145,4 @@ def test_task_config_composes_with_its_data_and_module():
     assert cfg.task._target_ == "raft.tasks.reward_model.RewardModelTask"
     assert cfg.task.data._target_ == "raft.data.sources.PreferencePairs"
     assert cfg.task.module._target_ == "raft.modules.reward_model.RewardModelModule"
-    assert cfg.task.module.lr == 5e-6 and cfg.task.module.batch_size == 16 and cfg.task.epochs == 1
+    assert cfg.task.module.lr == 5e-6 and cfg.task.module.batch_size == 16 and cfg.task.trainer.max_epochs == 1

@@ -5,12 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import torch
-
+from raft.devices import dtype_of
 from raft.models import smollm2
 from raft.models.tiny import TINY_ALIAS, tiny_folder
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def resolve_model_path(name_or_path: str) -> str:
@@ -61,12 +58,11 @@ def load_tokenizer(name_or_path: str):
 
 
 def load_causal_lm(name_or_path: str, dtype: str = "float32"):
-    """Return (model, tokenizer) in eval mode. `dtype` is a name from DTYPES."""
+    """Return (model, tokenizer) in eval mode. `dtype` is a name from raft.devices.DTYPES."""
     from transformers import AutoModelForCausalLM
 
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got '{dtype}'")
-    model = AutoModelForCausalLM.from_pretrained(resolve_model_path(name_or_path), dtype=DTYPES[dtype])
+    torch_dtype = dtype_of(dtype)
+    model = AutoModelForCausalLM.from_pretrained(resolve_model_path(name_or_path), dtype=torch_dtype)
     tokenizer = load_tokenizer(name_or_path)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id

@@ -6,9 +6,8 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import torch
-
-from raft.distributed import is_rank_zero, local_rank
+from raft.devices import pick_device
+from raft.distributed import is_rank_zero
 from raft.models import check_model_name, load_causal_lm
 from raft.modules.fitting import fit_to_completion
 from raft.modules.sft import training_rows
@@ -16,12 +15,6 @@ from raft.policies.base import Policy
 from raft.policies.generation import sample_k
 from raft.policies.tokens import encode_reference, encode_text, stop_token_ids
 from raft.samples import Sample
-
-
-def pick_device(device: str) -> torch.device:
-    if device == "auto":  # one GPU per process when torchrun / SLURM started several
-        return torch.device(f"cuda:{local_rank()}" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 class CausalLMPolicy(Policy):

@@ -27,5 +27,5 @@ class Reward(ABC):
             scores += self.score_batch(prompts[i : i + self.batch_size], responses[i : i + self.batch_size])
         return [float(s) for s in scores]
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (a default that does nothing, not an abstract method)
         """Free any weights held. Called by the loop when scoring is done."""

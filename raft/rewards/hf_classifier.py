@@ -7,9 +7,8 @@ from typing import Sequence
 
 import torch
 
+from raft.devices import check_dtype, dtype_of, pick_device
 from raft.rewards.base import Reward
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def check_template(template: str, field: str = "reward.text_template") -> None:
@@ -17,10 +16,6 @@ def check_template(template: str, field: str = "reward.text_template") -> None:
     names = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
     if "response" not in names or not names <= {"prompt", "response"}:
         raise ValueError(f"{field} must contain {{response}} and no field but {{prompt}}, got {template!r}")
-
-
-def pick_device(device: str | None) -> torch.device:
-    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 class HFSequenceClassifier(Reward):
@@ -43,8 +38,7 @@ class HFSequenceClassifier(Reward):
             raise ValueError(f"reward.label_index must be >= 0, got {label_index}")
         if batch_size < 1 or max_length < 1:
             raise ValueError(f"reward.batch_size and reward.max_length must be >= 1, got {batch_size}, {max_length}")
-        if dtype not in DTYPES:
-            raise ValueError(f"reward.dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        check_dtype(dtype, "reward.dtype")
         check_template(text_template)
         self.name_or_path, self.label_index, self.use_logits = name_or_path, label_index, use_logits
         self.batch_size, self.max_length, self.dtype = batch_size, max_length, dtype
@@ -54,7 +48,7 @@ class HFSequenceClassifier(Reward):
     def _load(self) -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        model = AutoModelForSequenceClassification.from_pretrained(self.name_or_path, dtype=DTYPES[self.dtype])
+        model = AutoModelForSequenceClassification.from_pretrained(self.name_or_path, dtype=dtype_of(self.dtype))
         n_labels = model.config.num_labels
         if self.label_index >= n_labels:
             raise ValueError(f"reward.label_index={self.label_index} but {self.name_or_path} has {n_labels} labels")

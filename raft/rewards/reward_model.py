@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Sequence
 
 from raft.data.preference_pairs import ASSISTANT
-from raft.modules.reward_model import DTYPES, META_FILE, format_texts, load_reward_model, score_texts
+from raft.devices import check_dtype, pick_device
+from raft.models.reward_model import META_FILE, format_texts, load_reward_model, score_texts
 from raft.rewards.base import Reward
-from raft.rewards.hf_classifier import pick_device
 
 
 def as_dialogue(prompt: str) -> str:
@@ -30,8 +30,7 @@ class TrainedRewardModel(Reward):
             raise ValueError(f"reward.batch_size must be >= 1, got {batch_size}")
         if max_length is not None and max_length < 2:
             raise ValueError(f"reward.max_length must be >= 2 or null, got {max_length}")
-        if dtype not in DTYPES:
-            raise ValueError(f"reward.dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        check_dtype(dtype, "reward.dtype")
         self.path, self.batch_size, self.max_length = folder, batch_size, max_length
         self.baseline, self.dtype, self.device = float(baseline), dtype, device
         self.wrap_plain_prompts = wrap_plain_prompts

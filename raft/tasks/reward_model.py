@@ -10,30 +10,22 @@ import pytorch_lightning as pl
 
 from raft.atomic import atomic_dir
 from raft.distributed import is_rank_zero, wait_for
+from raft.models.reward_model import META_FILE, MINILM_ALIAS, load_backbone, save_reward_model, score_pairs
 from raft.modules.fitting import fit_to_completion
-from raft.modules.reward_model import (
-    MINILM_ALIAS,
-    META_FILE,
-    load_backbone,
-    pairwise_accuracy,
-    save_reward_model,
-    score_pairs,
-)
+from raft.modules.reward_model import pairwise_accuracy
 
 METRICS_FILE = "metrics.json"
 
 
 class RewardModelTask:
     def __init__(self, data, backbone: str, module: Callable, trainer: Callable, output_dir: str,
-                 dtype: str = "float32", epochs: int = 1, eval_batch_size: int = 32, seed: int = 0):
+                 dtype: str = "float32", eval_batch_size: int = 32, seed: int = 0):
         if backbone != MINILM_ALIAS:
             from raft.models import check_model_name
 
             check_model_name(backbone, field="task.backbone")
-        if epochs < 1:
-            raise ValueError(f"task.epochs must be >= 1, got {epochs}")
         self.data, self.backbone, self.module, self.trainer = data, backbone, module, trainer
-        self.output_dir, self.dtype, self.epochs = Path(output_dir), dtype, epochs
+        self.output_dir, self.dtype = Path(output_dir), dtype
         self.eval_batch_size, self.seed = eval_batch_size, seed
 
     def run(self) -> dict:
@@ -44,7 +36,8 @@ class RewardModelTask:
             metrics = self.train()
         print(f"reward model: held-out pairwise accuracy {metrics['test_accuracy']:.3f} "
               f"on {metrics['test_pairs']} pairs")
-        print(f"reward model: saved in {self.output_dir}; use it with \"reward=reward_model reward.path='{self.output_dir}'\"")
+        print(f"reward model: saved in {self.output_dir}; "
+              f"use it with \"reward=reward_model reward.path='{self.output_dir}'\"")
         return metrics
 
     def train(self) -> dict:
@@ -52,7 +45,7 @@ class RewardModelTask:
         model, tokenizer = load_backbone(self.backbone, self.dtype)
         module = self.module(model=model, tokenizer=tokenizer,
                              train_pairs=self.data.pairs("train"), val_pairs=self.data.pairs("test"))
-        fit_to_completion(self.trainer(max_epochs=self.epochs), module)
+        fit_to_completion(self.trainer(), module)
         if not is_rank_zero():  # another process of a torchrun / SLURM launch: rank 0 scores and saves
             return json.loads(wait_for(self.output_dir / METRICS_FILE).read_text())
         test = self.data.pairs("test")

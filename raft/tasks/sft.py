@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -15,14 +14,11 @@ from raft.samples import Sample
 
 class SFTTask:
     def __init__(self, policy, data, module: Callable, trainer: Callable, output_dir: str,
-                 max_examples: int | None = None, epochs: int = 1, seed: int = 0):
+                 max_examples: int | None = None, seed: int = 0):
         if max_examples is not None and max_examples < 1:
             raise ValueError(f"task.max_examples must be >= 1 or null, got {max_examples}")
-        if epochs < 1:
-            raise ValueError(f"task.epochs must be >= 1, got {epochs}")
         self.policy, self.data, self.module, self.trainer = policy, data, module, trainer
-        self.checkpoint, self.max_examples, self.epochs, self.seed = (Path(output_dir) / "checkpoint", max_examples,
-                                                                      epochs, seed)
+        self.checkpoint, self.max_examples, self.seed = Path(output_dir) / "checkpoint", max_examples, seed
 
     def run(self) -> Path:
         if self.checkpoint.exists():
@@ -31,12 +27,11 @@ class SFTTask:
         pl.seed_everything(self.seed, workers=True, verbose=False)
         pairs = self.data.pairs("train")[: self.max_examples]
         examples = [Sample(prompt_idx=i, prompt=p.prompt, response=p.chosen) for i, p in enumerate(pairs)]
-        trainer = partial(self.trainer, max_epochs=self.epochs)
         if not is_rank_zero():  # another process of a torchrun / SLURM launch: train along, rank 0 saves
             train_along(self.checkpoint.parent, lambda scratch: self.policy.finetune(
-                None, examples, scratch, self.module, trainer))
+                None, examples, scratch, self.module, self.trainer))
             return wait_for(self.checkpoint)
         with atomic_dir(self.checkpoint) as tmp:
-            self.policy.finetune(None, examples, tmp, self.module, trainer)
+            self.policy.finetune(None, examples, tmp, self.module, self.trainer)
         print(f"sft: trained on {len(examples)} chosen responses -> {self.checkpoint}")
         return self.checkpoint

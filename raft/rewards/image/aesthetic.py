@@ -15,8 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from raft.devices import pick_device
 from raft.rewards.base import Reward
-from raft.rewards.image.open_clip_loader import check_open_clip_args, load_open_clip, resolve_device
+from raft.rewards.image.open_clip_loader import check_open_clip_args, load_open_clip
 
 HEADS = ("v1", "v2")
 
@@ -63,7 +64,7 @@ class AestheticReward(Reward):
             raise ValueError(f"reward.batch_size must be >= 1, got {batch_size}")
         self.head_path, self.head = Path(head_path).expanduser(), head
         self.clip_model, self.clip_pretrained, self.batch_size = clip_model, clip_pretrained, batch_size
-        self.device = resolve_device(device)
+        self.device = pick_device(device)
         self._models: tuple[Any, Any, nn.Module] | None = None
 
     def _load(self) -> tuple[Any, Any, nn.Module]:

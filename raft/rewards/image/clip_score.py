@@ -7,8 +7,9 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
+from raft.devices import pick_device
 from raft.rewards.base import Reward
-from raft.rewards.image.open_clip_loader import check_open_clip_args, load_open_clip, resolve_device
+from raft.rewards.image.open_clip_loader import check_open_clip_args, load_open_clip
 
 
 class ClipScoreReward(Reward):
@@ -26,7 +27,7 @@ class ClipScoreReward(Reward):
         if batch_size < 1:
             raise ValueError(f"reward.batch_size must be >= 1, got {batch_size}")
         self.model, self.pretrained, self.batch_size = model, pretrained, batch_size
-        self.device = resolve_device(device)
+        self.device = pick_device(device)
         self._clip: tuple[Any, Any, Any] | None = None
 
     @torch.no_grad()

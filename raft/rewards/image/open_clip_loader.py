@@ -31,7 +31,7 @@ def check_open_clip_args(model: str, pretrained: str | None, model_config: str |
         raise ValueError(f"{field}.pretrained={pretrained!r}: no such checkpoint file")
 
 
-def load_open_clip(model: str, pretrained: str, device: str) -> tuple[torch.nn.Module, Any, Any]:
+def load_open_clip(model: str, pretrained: str, device: str | torch.device) -> tuple[torch.nn.Module, Any, Any]:
     """(model in eval mode, image preprocessing transform, tokenizer)."""
     import open_clip
 
@@ -44,7 +44,3 @@ def load_open_clip(model: str, pretrained: str, device: str) -> tuple[torch.nn.M
             "reward.pretrained=/path/to/open_clip_model.safetensors (or .bin/.pt) or a pretrained tag with internet."
         ) from err
     return clip.eval().requires_grad_(False), preprocess, open_clip.get_tokenizer(model)
-
-
-def resolve_device(device: str) -> str:
-    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device

@@ -10,8 +10,8 @@ full checkpoints of this size cost nothing.
 from __future__ import annotations
 
 import json
-import re
 import logging
+import re
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -23,12 +23,12 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from raft.atomic import atomic_dir, atomic_write_text
-from raft.diffusion.denoising_module import DenoisingModule
-from raft.diffusion.digits_model import NULL_CLASS, build_digits_unet, digit_of_prompt, digits_dataset
-from raft.diffusion.images import open_image, save_png, stage_dir_of
-from raft.diffusion.sampling import DiffusionSampler, image_name
+from raft.images import open_image, save_png, stage_dir_of
+from raft.models.digits import NULL_CLASS, build_digits_unet, digit_of_prompt, digits_dataset
+from raft.modules.denoising import DenoisingModule
 from raft.policies.base import Policy
 from raft.samples import Sample
+from raft.sampling_image import DiffusionSampler, image_name
 
 log = logging.getLogger("raft")
 
@@ -50,6 +50,7 @@ class DigitsDiffusionPolicy(Policy):
         expert_ratio: float = 0.0,
         trainable: Sequence[str] | None = None,
         frozen: Sequence[str] = (),
+        pretrain_trainer: Callable[[], pl.Trainer] | None = None,
     ):
         if base_resolution < 8 or base_resolution % 4:
             raise ValueError(f"model.base_resolution must be a multiple of 4 and >= 8, got {base_resolution}")
@@ -81,6 +82,8 @@ class DigitsDiffusionPolicy(Policy):
         # "how to draw" weights, so it does not re-map the shared code space to suit 0-4 only.
         self.trainable = [re.compile(p) for p in trainable] if trainable else None
         self.frozen = [re.compile(p) for p in frozen]
+        # The Lightning Trainer pretraining runs with (model.pretrain_trainer: max_steps = pretrain_steps).
+        self.pretrain_trainer = pretrain_trainer
 
     # ---- pretraining -------------------------------------------------------------------------------
     def pretrain(self) -> Path:
@@ -94,6 +97,10 @@ class DigitsDiffusionPolicy(Policy):
                     "delete it or set model.pretrained_dir to another folder"
                 )
             return self.pretrained_dir
+        if self.pretrain_trainer is None:
+            raise ValueError(
+                f"no pretrained digits model in {self.pretrained_dir} and no model.pretrain_trainer to make one"
+            )
         s = self.settings
         pl.seed_everything(self.seed, verbose=False)
         unet = build_digits_unet(s["base_resolution"], tuple(s["channels"]))
@@ -105,11 +112,7 @@ class DigitsDiffusionPolicy(Policy):
             learning_rate=s["pretrain_lr"], weight_decay=0.0, batch_size=s["pretrain_batch_size"],
             condition_dropout=s["condition_dropout"], seed=self.seed,
         )
-        trainer = pl.Trainer(
-            max_steps=s["pretrain_steps"], precision="bf16-mixed" if self.bf16 else "32-true",
-            logger=False, enable_checkpointing=False, enable_model_summary=False,
-        )
-        trainer.fit(module)
+        self.pretrain_trainer().fit(module)
         with atomic_dir(self.pretrained_dir) as tmp:
             unet.save_pretrained(tmp / "unet")
             scheduler.save_pretrained(tmp / "scheduler")
@@ -150,7 +153,8 @@ class DigitsDiffusionPolicy(Policy):
                              generator=sampler.generator(out_dir.name, idx, j)) for idx, _, j in batch]
             )
             step_noise = sampler.generator(out_dir.name, batch[0][0], -1 - batch[0][2])
-            pixels = self._denoise(unet, sampler.make_scheduler(noise_schedule.config), sampler, labels, noise, step_noise)
+            scheduler = sampler.make_scheduler(noise_schedule.config)
+            pixels = self._denoise(unet, scheduler, sampler, labels, noise, step_noise)
             for (idx, prompt, j), image in zip(batch, pixels):
                 name = image_name(idx, j)
                 save_png(_to_pil(image), out_dir / name)

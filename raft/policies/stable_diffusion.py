@@ -14,14 +14,14 @@ from typing import Any, Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from raft.diffusion.images import open_image, save_png, stage_dir_of
-from raft.diffusion.sampling import DiffusionSampler, image_name
+from raft.devices import DTYPES, pick_device
+from raft.images import open_image, save_png, stage_dir_of
 from raft.policies.base import Policy
 from raft.samples import Sample
+from raft.sampling_image import DiffusionSampler, image_name
 
 ALIASES = {"sd15": "stable-diffusion-v1-5/stable-diffusion-v1-5"}
 LORA_FILE = "pytorch_lora_weights.safetensors"
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 class MissingWeightsError(FileNotFoundError):
@@ -67,9 +67,9 @@ class StableDiffusionPolicy(Policy):
         self.lora_rank, self.lora_dropout = lora_rank, lora_dropout
         self.lora_alpha = lora_alpha if lora_alpha is not None else lora_rank
         self.lora_targets = list(lora_targets)
-        self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        self.device = pick_device(device)
         if dtype == "auto":  # half precision on GPUs; CPUs lack fast float16 kernels
-            dtype = "float16" if self.device.startswith("cuda") else "float32"
+            dtype = "float16" if self.device.type == "cuda" else "float32"
         self.dtype = DTYPES[dtype]
         self.seed = seed
         self._check_weights_reachable()
@@ -123,7 +123,8 @@ class StableDiffusionPolicy(Policy):
         if checkpoint is not None:
             state, _ = pipe.lora_state_dict(str(checkpoint), weight_name=LORA_FILE)
             state = {k.removeprefix("unet."): v for k, v in state.items() if k.startswith("unet.")}
-            result = set_peft_model_state_dict(pipe.unet, convert_unet_state_dict_to_peft(state), adapter_name="default")
+            state = convert_unet_state_dict_to_peft(state)
+            result = set_peft_model_state_dict(pipe.unet, state, adapter_name="default")
             if getattr(result, "unexpected_keys", None):
                 raise ValueError(f"{checkpoint} does not match this LoRA config: {result.unexpected_keys[:3]} ...")
         return pipe
@@ -165,7 +166,9 @@ class StableDiffusionPolicy(Policy):
         return samples
 
     @torch.no_grad()
-    def _encode(self, pipe: Any, samples: Sequence[Sample], stage: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _encode(
+        self, pipe: Any, samples: Sequence[Sample], stage: Path
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """VAE latents of the selected images, text-encoder states of their prompts, and of the empty prompt."""
         processor = pipe.image_processor
         generator = torch.Generator().manual_seed(self.seed)
@@ -177,7 +180,8 @@ class StableDiffusionPolicy(Policy):
             latents.append((dist.mean + dist.std * noise) * pipe.vae.config.scaling_factor)
         texts = [s.prompt for s in samples] + [""]
         tokens = pipe.tokenizer(
-            texts, padding="max_length", max_length=pipe.tokenizer.model_max_length, truncation=True, return_tensors="pt"
+            texts, padding="max_length", max_length=pipe.tokenizer.model_max_length, truncation=True,
+            return_tensors="pt",
         ).input_ids.to(self.device)
         states = pipe.text_encoder(tokens)[0]
         return torch.cat(latents).float().cpu(), states[:-1].float().cpu(), states[-1:].float().cpu()
