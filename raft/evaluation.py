@@ -24,8 +24,16 @@ TEXT_KEYS = ("msttr_100", "distinct_1", "distinct_2", "unique_1", "unique_2", "l
 
 
 class Evaluator:
-    def __init__(self, reward: Any, sampler: Any, n_prompts: int | None = None, best_of_k: int = 0, every: int = 1,
-                 seed: int = 0, cache_dir: str | None = None):
+    def __init__(
+        self,
+        reward: Any,
+        sampler: Any,
+        n_prompts: int | None = None,
+        best_of_k: int = 0,
+        every: int = 1,
+        seed: int = 0,
+        cache_dir: str | None = None,
+    ):
         if n_prompts is not None and n_prompts < 1:
             raise ValueError(f"evaluator.n_prompts must be >= 1 or null (all), got {n_prompts}")
         if best_of_k < 0:
@@ -40,8 +48,15 @@ class Evaluator:
         """Whether the loop evaluates after iteration `iteration` (0-based)."""
         return (iteration + 1) % self.every == 0
 
-    def evaluate(self, policy, checkpoint: Path | None, prompts: Sequence[str], references: Sequence[str] | None,
-                 out_dir: str | Path, shared: bool = False) -> dict:
+    def evaluate(
+        self,
+        policy,
+        checkpoint: Path | None,
+        prompts: Sequence[str],
+        references: Sequence[str] | None,
+        out_dir: str | Path,
+        shared: bool = False,
+    ) -> dict:
         """`shared`: the starting checkpoint, whose evaluation other runs may already have stored (cache_dir)."""
         out_dir = Path(out_dir)
         cached = out_dir / "eval_metrics.json"
@@ -87,7 +102,9 @@ class Evaluator:
         if cached.exists():
             return json.loads(cached.read_text())
         prompts, responses = list(prompts)[: self.n_prompts], list(responses)[: self.n_prompts]
-        samples = [Sample(prompt_idx=i, prompt=p, response=r, sample_idx=0) for i, (p, r) in enumerate(zip(prompts, responses))]
+        samples = [
+            Sample(prompt_idx=i, prompt=p, response=r, sample_idx=0) for i, (p, r) in enumerate(zip(prompts, responses))
+        ]
         for s, r in zip(samples, self.scores(prompts, responses)):
             s.reward = r
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -40,10 +40,17 @@ def describe(obj: Any) -> dict:
 
 
 def evaluation_key(policy, checkpoint: Path | None, reward, evaluator_settings: dict, prompts, references) -> str:
-    checkpoint_id = None if checkpoint is None else [str(Path(checkpoint).resolve()),
-                                                     Path(checkpoint).stat().st_mtime_ns]
-    payload = {"policy": describe(policy), "checkpoint": checkpoint_id, "reward": describe(reward),
-               "evaluator": evaluator_settings, "prompts": list(prompts), "references": references}
+    checkpoint_id = (
+        None if checkpoint is None else [str(Path(checkpoint).resolve()), Path(checkpoint).stat().st_mtime_ns]
+    )
+    payload = {
+        "policy": describe(policy),
+        "checkpoint": checkpoint_id,
+        "reward": describe(reward),
+        "evaluator": evaluator_settings,
+        "prompts": list(prompts),
+        "references": references,
+    }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
 

@@ -24,7 +24,7 @@ from raft.samples import Sample
 log = logging.getLogger("raft")
 
 # Emoji blocks: pictographs, emoticons, transport, supplemental symbols, dingbats, misc symbols, flags.
-EMOJI_PATTERN = "[\U0001F1E6-\U0001F1FF\U0001F300-\U0001FAFF\u2600-\u27BF\uFE0F]"
+EMOJI_PATTERN = "[\U0001f1e6-\U0001f1ff\U0001f300-\U0001faff\u2600-\u27bf\ufe0f]"
 
 
 class RegexFilter:
@@ -54,8 +54,9 @@ class RegexFilter:
 class CharacterFilter:
     """Drop samples with more than `max_count` of the given characters (or a larger share than `max_share`)."""
 
-    def __init__(self, chars: str = "#", max_count: int | None = 0, max_share: float | None = None,
-                 name: str | None = None):
+    def __init__(
+        self, chars: str = "#", max_count: int | None = 0, max_share: float | None = None, name: str | None = None
+    ):
         if not chars:
             raise ValueError("filters: CharacterFilter chars must not be empty")
         if max_count is None and max_share is None:
@@ -158,8 +159,9 @@ class DarkBackgroundFilter(_ImageFilter):
 class InkShareFilter(_ImageFilter):
     """Keep images whose share of ink pixels (brightness above `threshold`) is within [min_share, max_share]."""
 
-    def __init__(self, min_share: float = 0.05, max_share: float = 0.5, threshold: float = 0.5,
-                 name: str = "ink_share"):
+    def __init__(
+        self, min_share: float = 0.05, max_share: float = 0.5, threshold: float = 0.5, name: str = "ink_share"
+    ):
         if not 0 <= min_share <= max_share <= 1:
             raise ValueError(
                 f"filters: InkShareFilter needs 0 <= min_share <= max_share <= 1, got {min_share}, {max_share}"
@@ -172,8 +174,9 @@ class InkShareFilter(_ImageFilter):
         return self.min_share <= float((pixels > self.threshold).mean()) <= self.max_share
 
 
-def apply_filters(filters: Sequence[Callable[..., list[Sample]]], samples: Sequence[Sample],
-                  stage_dir: str | Path | None = None) -> tuple[list[Sample], dict[str, int]]:
+def apply_filters(
+    filters: Sequence[Callable[..., list[Sample]]], samples: Sequence[Sample], stage_dir: str | Path | None = None
+) -> tuple[list[Sample], dict[str, int]]:
     """Run the filters in order; return the kept samples and how many each filter removed (by name).
 
     `stage_dir` is the folder image paths are relative to; filters with `needs_stage_dir` require it."""

@@ -32,11 +32,27 @@ log = logging.getLogger("raft")
 
 
 class RaftLoop:
-    def __init__(self, policy: Policy, reward: Reward, sampler: Any, selector: Callable, module: Callable,
-                 trainer: Callable, run_dir: str | Path, iterations: int = 3, batch_size: int = 64,
-                 filters: Sequence[Callable] = (), evaluator: Any = None, monitor: Any = None,
-                 tracker: Any = None, teacher: Policy | None = None, track_kl: bool = True,
-                 keep_checkpoints: int = 1, seed: int = 0, init_checkpoint: str | Path | None = None):
+    def __init__(
+        self,
+        policy: Policy,
+        reward: Reward,
+        sampler: Any,
+        selector: Callable,
+        module: Callable,
+        trainer: Callable,
+        run_dir: str | Path,
+        iterations: int = 3,
+        batch_size: int = 64,
+        filters: Sequence[Callable] = (),
+        evaluator: Any = None,
+        monitor: Any = None,
+        tracker: Any = None,
+        teacher: Policy | None = None,
+        track_kl: bool = True,
+        keep_checkpoints: int = 1,
+        seed: int = 0,
+        init_checkpoint: str | Path | None = None,
+    ):
         if iterations < 1:
             raise ValueError(f"iterations must be >= 1, got {iterations}")
         if batch_size < 1:
@@ -49,8 +65,12 @@ class RaftLoop:
         self.init_checkpoint = Path(init_checkpoint) if init_checkpoint else None  # e.g. an SFT stage's output
 
     # -- the loop ------------------------------------------------------------------------------
-    def run(self, prompts: Sequence[str], eval_prompts: Sequence[str] | None = None,
-            eval_references: Sequence[str] | None = None) -> list[dict]:
+    def run(
+        self,
+        prompts: Sequence[str],
+        eval_prompts: Sequence[str] | None = None,
+        eval_references: Sequence[str] | None = None,
+    ) -> list[dict]:
         history = []
         for t in range(self.iterations):
             history.append(self.iteration(t, prompts, eval_prompts, eval_references))
@@ -69,8 +89,7 @@ class RaftLoop:
         # 1. sample K responses per prompt (from a teacher when one is given: distillation)
         source, source_ckpt = (self.teacher, None) if self.teacher else (self.policy, checkpoint)
         seed_stage(self.seed, t)
-        samples = self.stage(stage / "samples.jsonl",
-                             lambda: source.sample(source_ckpt, batch, self.sampler, stage))
+        samples = self.stage(stage / "samples.jsonl", lambda: source.sample(source_ckpt, batch, self.sampler, stage))
         # 2. score them (and add log-probabilities where the ranking is KL-penalised)
         scored = self.stage(stage / "scored.jsonl", lambda: self.score(samples, stage, checkpoint))
         # 3. select the best (local / global / KL-penalised), then drop reward-hacking samples
@@ -90,11 +109,20 @@ class RaftLoop:
         metrics.update(peak_memory())
         atomic_write_text(done, json.dumps(metrics, indent=2))
         who = "teacher" if self.teacher else "policy"
-        log.info("iteration %d (%d of %d): %s reward %.3f | best-of-K %.3f | selected distinct-2 %.3f, "
-                 "length %.1f | at the length cap %.0f%% | %.0f s", t, t + 1, self.iterations, who,
-                 metrics[f"{who}_reward"], metrics["teacher_best_of_k_reward" if self.teacher else "best_of_k_reward"],
-                 metrics.get("selected_distinct_2", float("nan")), metrics.get("selected_length", float("nan")),
-                 100 * metrics.get("capped_share", float("nan")), metrics["wall_time_s"])
+        log.info(
+            "iteration %d (%d of %d): %s reward %.3f | best-of-K %.3f | selected distinct-2 %.3f, "
+            "length %.1f | at the length cap %.0f%% | %.0f s",
+            t,
+            t + 1,
+            self.iterations,
+            who,
+            metrics[f"{who}_reward"],
+            metrics["teacher_best_of_k_reward" if self.teacher else "best_of_k_reward"],
+            metrics.get("selected_distinct_2", float("nan")),
+            metrics.get("selected_length", float("nan")),
+            100 * metrics.get("capped_share", float("nan")),
+            metrics["wall_time_s"],
+        )
         if self.tracker is not None:
             self.tracker.log_iteration(metrics, selected)
         prune_checkpoints(self.checkpoint_dir, t, self.keep_checkpoints)
@@ -107,8 +135,12 @@ class RaftLoop:
         selected = read_samples(wait_for(stage / "selected.jsonl"))
         if not self.checkpoint_dir(t).exists():  # rank 0 cannot finish a distributed fit without this rank
             seed_stage(self.seed, t)
-            train_along(self.run_dir, lambda scratch: self.policy.finetune(
-                self.checkpoint(t - 1), self.training_set(selected), scratch, self.module, self.trainer))
+            train_along(
+                self.run_dir,
+                lambda scratch: self.policy.finetune(
+                    self.checkpoint(t - 1), self.training_set(selected), scratch, self.module, self.trainer
+                ),
+            )
             release_memory()
         return json.loads(wait_for(stage / "metrics.json").read_text())
 
@@ -136,8 +168,16 @@ class RaftLoop:
         return self.track_kl and type(self.policy).log_probs is not Policy.log_probs
 
     def kl_samples(self, t: int, batch: list[tuple[int, str]]) -> list[Sample]:
-        return kl_samples(self.policy, self.checkpoint_dir(t), self.init_checkpoint, batch, self.sampler,
-                          self.run_dir / f"iter_{t:03d}", self.seed, t)
+        return kl_samples(
+            self.policy,
+            self.checkpoint_dir(t),
+            self.init_checkpoint,
+            batch,
+            self.sampler,
+            self.run_dir / f"iter_{t:03d}",
+            self.seed,
+            t,
+        )
 
     def training_set(self, selected: list[Sample]) -> list[Sample]:
         """A teacher's token ids belong to its tokenizer: the student is trained on the text, tokenised its own way."""
@@ -153,8 +193,12 @@ class RaftLoop:
         kept, filtered = apply_filters(self.filters, selected, stage)
         removed.update(filtered)
         if any(removed.values()):
-            log.warning("removed before or after selection: %s (%d selected of %d samples)", removed, len(kept),
-                        len(scored) + removed.get("truncated", 0))
+            log.warning(
+                "removed before or after selection: %s (%d selected of %d samples)",
+                removed,
+                len(kept),
+                len(scored) + removed.get("truncated", 0),
+            )
         atomic_write_text(stage / "filtered.json", json.dumps(removed))
         return kept
 
@@ -162,8 +206,12 @@ class RaftLoop:
     def metrics(self, t, scored, selected, kl, stage, eval_prompts, eval_references) -> dict:
         # with a teacher the K samples are the teacher's: their rewards are reported under its name
         who = "teacher" if self.teacher is not None else "policy"
-        metrics = {"iteration": t, **reward_metrics(scored, who), "selected_reward": mean([s.reward for s in selected]),
-                   "selected_n": len(selected)}
+        metrics = {
+            "iteration": t,
+            **reward_metrics(scored, who),
+            "selected_reward": mean([s.reward for s in selected]),
+            "selected_n": len(selected),
+        }
         if scored and scored[0].finish_reason is not None:  # text samples: the share cut at max_new_tokens
             metrics["capped_share"] = mean([float(s.truncated) for s in scored])
             metrics["selected_capped_share"] = mean([float(s.truncated) for s in selected])
@@ -177,8 +225,9 @@ class RaftLoop:
             texts = [s.response for s in selected]
             metrics.update(self.monitor.update(t, texts, baseline_dir=self.run_dir / "iter_000"))
         if self.evaluator is not None and eval_prompts and self.evaluator.due(t):
-            result = self.evaluator.evaluate(self.policy, self.checkpoint_dir(t), eval_prompts,
-                                             eval_references, stage / "eval")
+            result = self.evaluator.evaluate(
+                self.policy, self.checkpoint_dir(t), eval_prompts, eval_references, stage / "eval"
+            )
             metrics.update({f"eval_{k}": v for k, v in result.items()})
         return metrics
 
@@ -193,7 +242,6 @@ class RaftLoop:
         return self.checkpoint(self.iterations - 1)
 
 
-
 def mean(values: Sequence[float]) -> float:
     return float(sum(values) / len(values)) if values else float("nan")
 
@@ -206,8 +254,16 @@ def add_log_probs(policy: Policy, samples: list[Sample], checkpoint: Path | None
         s.logp, s.ref_logp = lp, ref
 
 
-def kl_samples(policy: Policy, checkpoint: Path, reference: Path | None, batch: list[tuple[int, str]], sampler: Any,
-               stage: Path, seed: int, t: int) -> list[Sample]:
+def kl_samples(
+    policy: Policy,
+    checkpoint: Path,
+    reference: Path | None,
+    batch: list[tuple[int, str]],
+    sampler: Any,
+    stage: Path,
+    seed: int,
+    t: int,
+) -> list[Sample]:
     """One fresh response per prompt from `checkpoint` (the policy a stage produced), drawn from p_theta itself
     (temperature 1, no top-k / top-p), with its log-probability under that policy and the initial one: the
     mean of logp - ref_logp is an unbiased estimate of KL(p_theta || p_0) in nats per response, whatever
@@ -225,8 +281,10 @@ def reward_metrics(samples: Sequence[Sample], who: str = "policy") -> dict:
     for s in samples:
         by_prompt.setdefault(s.prompt_idx, []).append(s.reward)
     best = "best_of_k_reward" if who == "policy" else f"{who}_best_of_k_reward"
-    return {f"{who}_reward": mean([r for rs in by_prompt.values() for r in rs]),
-            best: mean([max(rs) for rs in by_prompt.values()])}
+    return {
+        f"{who}_reward": mean([r for rs in by_prompt.values() for r in rs]),
+        best: mean([max(rs) for rs in by_prompt.values()]),
+    }
 
 
 def seed_stage(seed: int, t: int) -> None:

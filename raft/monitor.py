@@ -32,9 +32,14 @@ class RewardHackingDetected(RuntimeError):
 
 
 class HackingMonitor:
-    def __init__(self, max_drop: float = 0.3, metrics: Sequence[str] = ("distinct_2", "msttr_100"),
-                 max_duplicate_share: float | None = 0.5, action: str = "warn",
-                 baseline: Mapping[str, float] | None = None):
+    def __init__(
+        self,
+        max_drop: float = 0.3,
+        metrics: Sequence[str] = ("distinct_2", "msttr_100"),
+        max_duplicate_share: float | None = 0.5,
+        action: str = "warn",
+        baseline: Mapping[str, float] | None = None,
+    ):
         if not 0 < max_drop < 1:
             raise ValueError(f"monitor.max_drop must be in (0, 1) (a relative drop), got {max_drop}")
         unknown = [m for m in metrics if m not in METRICS]
@@ -53,8 +58,7 @@ class HackingMonitor:
         """Take the baseline from metrics rows (metrics.csv or metrics.json dicts): the lowest iteration."""
         rows = sorted(rows, key=lambda r: int(float(r["iteration"])))
         if rows:
-            self.baseline = {k[len("selected_"):]: _float(v) for k, v in rows[0].items()
-                             if k.startswith("selected_")}
+            self.baseline = {k[len("selected_") :]: _float(v) for k, v in rows[0].items() if k.startswith("selected_")}
 
     def update(self, iteration: int, selected_texts: Sequence[str], baseline_dir: str | Path | None = None) -> dict:
         """Metrics of this iteration's selected set; warn or raise on a collapse against the baseline.
@@ -80,16 +84,23 @@ class HackingMonitor:
         for name in self.metrics:
             base, now = self.baseline.get(name, math.nan), current[name]
             if math.isfinite(base) and math.isfinite(now) and base > 0 and (base - now) / base > self.max_drop:
-                problems.append(f"selected {name} fell from {base:.4g} (iteration 0) to {now:.4g}, "
-                                f"a drop of {(base - now) / base:.0%} > monitor.max_drop={self.max_drop:.0%}")
+                problems.append(
+                    f"selected {name} fell from {base:.4g} (iteration 0) to {now:.4g}, "
+                    f"a drop of {(base - now) / base:.0%} > monitor.max_drop={self.max_drop:.0%}"
+                )
         share = current["duplicate_share"]
         if self.max_duplicate_share is not None and share > self.max_duplicate_share:
-            problems.append(f"{share:.0%} of selected responses are exact duplicates "
-                            f"(> monitor.max_duplicate_share={self.max_duplicate_share:.0%})")
+            problems.append(
+                f"{share:.0%} of selected responses are exact duplicates "
+                f"(> monitor.max_duplicate_share={self.max_duplicate_share:.0%})"
+            )
         if not problems:
             return
-        message = (f"possible reward hacking at iteration {iteration}: " + "; ".join(problems)
-                   + ". Inspect selected.jsonl; a post-filter (filters=...) can remove the exploit.")
+        message = (
+            f"possible reward hacking at iteration {iteration}: "
+            + "; ".join(problems)
+            + ". Inspect selected.jsonl; a post-filter (filters=...) can remove the exploit."
+        )
         self.alarms.append(message)
         if self.action == "stop":
             raise RewardHackingDetected(message)

@@ -22,11 +22,32 @@ from raft.samples import Sample
 log = logging.getLogger("raft")
 
 # Column order of ARCHITECTURE.md; other keys follow in the order they first appear.
-COLUMNS = ["iteration", "policy_reward", "best_of_k_reward", "teacher_reward", "teacher_best_of_k_reward",
-           "selected_reward", "selected_distinct_2", "selected_msttr_100", "selected_length",
-           "selected_duplicate_share", "capped_share", "selected_capped_share", "kl", "eval_reward", "eval_ppl",
-           "eval_msttr_100", "eval_distinct_1", "eval_distinct_2", "eval_unique_1", "eval_unique_2", "eval_length",
-           "eval_n", "eval_best_of_k_reward", "wall_time_s"]
+COLUMNS = [
+    "iteration",
+    "policy_reward",
+    "best_of_k_reward",
+    "teacher_reward",
+    "teacher_best_of_k_reward",
+    "selected_reward",
+    "selected_distinct_2",
+    "selected_msttr_100",
+    "selected_length",
+    "selected_duplicate_share",
+    "capped_share",
+    "selected_capped_share",
+    "kl",
+    "eval_reward",
+    "eval_ppl",
+    "eval_msttr_100",
+    "eval_distinct_1",
+    "eval_distinct_2",
+    "eval_unique_1",
+    "eval_unique_2",
+    "eval_length",
+    "eval_n",
+    "eval_best_of_k_reward",
+    "wall_time_s",
+]
 
 
 def read_metrics_csv(path: str | Path) -> list[dict[str, str]]:
@@ -38,9 +59,19 @@ def read_metrics_csv(path: str | Path) -> list[dict[str, str]]:
 
 
 class Tracker:
-    def __init__(self, run_dir: str | Path, wandb: bool = False, project: str = "raft", entity: str | None = None,
-                 name: str | None = None, group: str | None = None, tags: Sequence[str] = (),
-                 mode: str | None = None, init_timeout: float = 30.0, table_rows: int = 32):
+    def __init__(
+        self,
+        run_dir: str | Path,
+        wandb: bool = False,
+        project: str = "raft",
+        entity: str | None = None,
+        name: str | None = None,
+        group: str | None = None,
+        tags: Sequence[str] = (),
+        mode: str | None = None,
+        init_timeout: float = 30.0,
+        table_rows: int = 32,
+    ):
         if mode not in (None, "online", "offline", "disabled"):
             raise ValueError(f"logger.mode must be online, offline, disabled or null, got {mode!r}")
         if table_rows < 0:
@@ -51,8 +82,9 @@ class Tracker:
         self.table_rows = table_rows
         self._wandb_run = None
         if wandb:
-            self._wandb_run = self._start_wandb(project, entity, name or self.run_dir.name, group, list(tags),
-                                                mode, init_timeout)
+            self._wandb_run = self._start_wandb(
+                project, entity, name or self.run_dir.name, group, list(tags), mode, init_timeout
+            )
 
     # -- the loop's interface ------------------------------------------------------------------
     def log_iteration(self, metrics: Mapping[str, Any], samples: Sequence[Sample] | None = None) -> None:
@@ -93,10 +125,18 @@ class Tracker:
             return None
         if mode is None and not os.environ.get("WANDB_MODE") and not os.environ.get("WANDB_API_KEY"):
             mode = "offline"  # no key: keep a local run that `wandb sync` can upload later
-        kwargs = dict(project=project, entity=entity, name=name, group=group, tags=tags, id=self._run_id(),
-                      resume="allow", config=self._hydra_config(),
-                      dir=None if os.environ.get("WANDB_DIR") else str(self.run_dir),
-                      settings=wandb.Settings(init_timeout=init_timeout))
+        kwargs = dict(
+            project=project,
+            entity=entity,
+            name=name,
+            group=group,
+            tags=tags,
+            id=self._run_id(),
+            resume="allow",
+            config=self._hydra_config(),
+            dir=None if os.environ.get("WANDB_DIR") else str(self.run_dir),
+            settings=wandb.Settings(init_timeout=init_timeout),
+        )
         try:
             return wandb.init(mode=mode, **kwargs)
         except Exception as e:
@@ -128,13 +168,19 @@ class Tracker:
     def _log_wandb(self, iteration: int, metrics: Mapping[str, Any], samples: Sequence[Sample] | None) -> None:
         import wandb
 
-        data = {k: v for k, v in metrics.items()
-                if isinstance(v, (int, float)) and not isinstance(v, bool) and not (isinstance(v, float) and math.isnan(v))}
+        data = {
+            k: v
+            for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and not (isinstance(v, float) and math.isnan(v))
+        }
         if samples and self.table_rows:
-            rows = [[iteration, s.prompt_idx, s.sample_idx, s.prompt, s.response, s.reward]
-                    for s in list(samples)[: self.table_rows]]
+            rows = [
+                [iteration, s.prompt_idx, s.sample_idx, s.prompt, s.response, s.reward]
+                for s in list(samples)[: self.table_rows]
+            ]
             data["selected_samples"] = wandb.Table(
-                columns=["iteration", "prompt_idx", "sample_idx", "prompt", "response", "reward"], data=rows)
+                columns=["iteration", "prompt_idx", "sample_idx", "prompt", "response", "reward"], data=rows
+            )
         self._wandb_run.log(data, step=iteration)
 
     def _wandb_failed(self, error: Exception) -> None:

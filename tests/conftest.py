@@ -7,8 +7,13 @@ import functools
 import pytest
 import pytorch_lightning as pl
 
-QUIET = {"accelerator": "cpu", "logger": False, "enable_checkpointing": False, "enable_progress_bar": False,
-         "enable_model_summary": False}
+QUIET = {
+    "accelerator": "cpu",
+    "logger": False,
+    "enable_checkpointing": False,
+    "enable_progress_bar": False,
+    "enable_model_summary": False,
+}
 
 
 def quiet_trainer(**settings) -> functools.partial:

@@ -13,8 +13,9 @@ import raft.resolvers  # noqa: F401
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name != "hydra")
-OPTIONS = [(g, str(f.relative_to(CONF / g).with_suffix("")))
-           for g in GROUPS for f in sorted((CONF / g).rglob("*.yaml"))]
+OPTIONS = [
+    (g, str(f.relative_to(CONF / g).with_suffix(""))) for g in GROUPS for f in sorted((CONF / g).rglob("*.yaml"))
+]
 EXPERIMENTS = [o for g, o in OPTIONS if g == "experiment"]
 
 
@@ -25,8 +26,20 @@ def compose_with(*overrides):
 
 def test_default_config_composes_with_every_group():
     cfg = compose_with()
-    for group in ("task", "model", "reward", "sampler", "selector", "data", "module", "trainer", "logger",
-                  "filters", "evaluator", "monitor"):
+    for group in (
+        "task",
+        "model",
+        "reward",
+        "sampler",
+        "selector",
+        "data",
+        "module",
+        "trainer",
+        "logger",
+        "filters",
+        "evaluator",
+        "monitor",
+    ):
         assert group in cfg, group
     assert cfg.task._target_ == "raft.tasks.raft.RaftTask"
 
@@ -57,19 +70,23 @@ def test_cheap_groups_instantiate_from_every_option(group):
 
 
 def run_raft(*args, timeout=120):
-    return subprocess.run([sys.executable, "-m", "raft", *args], capture_output=True, text=True, timeout=timeout,
-                          cwd=CONF.parent)
+    return subprocess.run(
+        [sys.executable, "-m", "raft", *args], capture_output=True, text=True, timeout=timeout, cwd=CONF.parent
+    )
 
 
-@pytest.mark.parametrize("override, message", [
-    ("sampler.K=0", "sampler.K must be >= 1, got 0"),
-    ("sampler.temperature=0", "sampler.temperature (lambda) must be > 0"),
-    ("selector=global selector.acceptance_ratio=1.5", "selector.acceptance_ratio must be in (0, 1]"),
-    ("selector.beta=-0.1", "selector.beta must be >= 0"),
-    ("task.torch_threads=0", "task.torch_threads must be >= 1"),
-    ("model.name_or_path=no-such-model", "model.name_or_path='no-such-model' is neither"),
-    ("data=hh_rlhf data.path=/nonexistent/pairs.jsonl", "data.path='/nonexistent/pairs.jsonl' does not exist"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("sampler.K=0", "sampler.K must be >= 1, got 0"),
+        ("sampler.temperature=0", "sampler.temperature (lambda) must be > 0"),
+        ("selector=global selector.acceptance_ratio=1.5", "selector.acceptance_ratio must be in (0, 1]"),
+        ("selector.beta=-0.1", "selector.beta must be >= 0"),
+        ("task.torch_threads=0", "task.torch_threads must be >= 1"),
+        ("model.name_or_path=no-such-model", "model.name_or_path='no-such-model' is neither"),
+        ("data=hh_rlhf data.path=/nonexistent/pairs.jsonl", "data.path='/nonexistent/pairs.jsonl' does not exist"),
+    ],
+)
 def test_bad_input_gives_one_line_naming_the_field(override, message, tmp_path):
     result = run_raft(*override.split(), f"hydra.run.dir={tmp_path}")
     assert result.returncode == 2, result.stderr[-2000:]

@@ -40,8 +40,9 @@ def test_rejected_response_split_against_chosen_prompt():
         "chosen": "\n\nHuman: A?\n\nAssistant: x\n\nHuman: B?\n\nAssistant: good answer",
         "rejected": "\n\nHuman: A?\n\nAssistant: x\n\nHuman: B?\n\nAssistant: bad answer",
     }
-    assert parse_row(row, 0) == Pair("\n\nHuman: A?\n\nAssistant: x\n\nHuman: B?\n\nAssistant:",
-                                     " good answer", " bad answer")
+    assert parse_row(row, 0) == Pair(
+        "\n\nHuman: A?\n\nAssistant: x\n\nHuman: B?\n\nAssistant:", " good answer", " bad answer"
+    )
 
 
 def test_response_containing_an_assistant_turn_uses_the_shared_prompt():
@@ -83,8 +84,9 @@ def test_identical_pairs_are_dropped_and_counted(tmp_path):
 def test_gzip_file_is_read(tmp_path):
     path = tmp_path / "p.jsonl.gz"
     with gzip.open(path, "wt", encoding="utf-8") as f:
-        f.write(json.dumps({"chosen": "\n\nHuman: a\n\nAssistant: b",
-                            "rejected": "\n\nHuman: a\n\nAssistant: c"}) + "\n")
+        f.write(
+            json.dumps({"chosen": "\n\nHuman: a\n\nAssistant: b", "rejected": "\n\nHuman: a\n\nAssistant: c"}) + "\n"
+        )
     pairs = PreferencePairs(str(path), test_fraction=0.0).pairs("train")
     assert pairs == [Pair("\n\nHuman: a\n\nAssistant:", " b", " c")]
 
@@ -149,8 +151,14 @@ def test_everyday_prompts_file_and_split():
 
 def test_a_separate_test_file_replaces_the_held_out_share(tmp_path):
     def rows(tag, n):
-        return [{"prompt": f"\n\nHuman: {tag} question {i}\n\nAssistant:", "chosen": f"{tag} yes {i}",
-                 "rejected": f"{tag} no {i}"} for i in range(n)]
+        return [
+            {
+                "prompt": f"\n\nHuman: {tag} question {i}\n\nAssistant:",
+                "chosen": f"{tag} yes {i}",
+                "rejected": f"{tag} no {i}",
+            }
+            for i in range(n)
+        ]
 
     train = write_jsonl(tmp_path / "train.jsonl", rows("train", 10))
     test = write_jsonl(tmp_path / "test.jsonl", rows("test", 4))

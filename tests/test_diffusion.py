@@ -52,20 +52,56 @@ def build_tiny_sd(folder):
     (folder / "tok/vocab.json").write_text(json.dumps(vocab))
     (folder / "tok/merges.txt").write_text("#version: 0.2\n")
     tokenizer = CLIPTokenizer(str(folder / "tok/vocab.json"), str(folder / "tok/merges.txt"), model_max_length=16)
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(vocab), hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-        max_position_embeddings=16, bos_token_id=0, eos_token_id=1, pad_token_id=1))
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(vocab),
+            hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=16,
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=1,
+        )
+    )
     unet = UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=32, attention_head_dim=8, norm_num_groups=8)
-    vae = AutoencoderKL(block_out_channels=(16, 32), latent_channels=4, norm_num_groups=8,
-                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2)
-    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-                              set_alpha_to_one=False, steps_offset=1)
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False)
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(32, 64),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        norm_num_groups=8,
+    )
+    vae = AutoencoderKL(
+        block_out_channels=(16, 32),
+        latent_channels=4,
+        norm_num_groups=8,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+    )
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
     pipe.save_pretrained(folder / "sd")
     return folder / "sd"
 
@@ -79,15 +115,21 @@ def tiny_sd(tmp_path_factory):
 def tiny_clip(tmp_path_factory):
     """A tiny OpenCLIP architecture from a config dict, its random weights saved as a checkpoint file."""
     folder = tmp_path_factory.mktemp("tiny_clip")
-    config = {"embed_dim": 16,
-              "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
-              "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+    config = {
+        "embed_dim": 16,
+        "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+    }
     (folder / "raft-tiny-clip.json").write_text(json.dumps(config))
     open_clip.add_model_config(folder / "raft-tiny-clip.json")
     torch.manual_seed(0)
     torch.save(open_clip.create_model("raft-tiny-clip").state_dict(), folder / "tiny_clip.pt")
-    return {"model": "raft-tiny-clip", "pretrained": str(folder / "tiny_clip.pt"),
-            "model_config": str(folder / "raft-tiny-clip.json"), "folder": folder}
+    return {
+        "model": "raft-tiny-clip",
+        "pretrained": str(folder / "tiny_clip.pt"),
+        "model_config": str(folder / "raft-tiny-clip.json"),
+        "folder": folder,
+    }
 
 
 def sd_sampler(**kw):
@@ -102,8 +144,18 @@ def lora_up_norm(folder) -> float:
 def test_sd_raft_iteration_end_to_end(tiny_sd, tmp_path):
     policy = StableDiffusionPolicy(str(tiny_sd), dtype="float32", lora_rank=2)
     module = functools.partial(DenoisingModule, learning_rate=1e-2, batch_size=2)
-    loop = RaftLoop(policy, JpegCompressibilityReward(), sd_sampler(), LocalRanking(), module, TRAINER, tmp_path,
-                    iterations=1, batch_size=2, track_kl=False)
+    loop = RaftLoop(
+        policy,
+        JpegCompressibilityReward(),
+        sd_sampler(),
+        LocalRanking(),
+        module,
+        TRAINER,
+        tmp_path,
+        iterations=1,
+        batch_size=2,
+        track_kl=False,
+    )
     history = loop.run(["a cat", "a dog"])
     stage = tmp_path / "iter_000"
     scored = [json.loads(line) for line in (stage / "scored.jsonl").read_text().splitlines()]
@@ -169,16 +221,27 @@ def random_images(n, size=24, mode="RGB"):
 def test_image_rewards_give_one_finite_score_per_image(tiny_clip, tmp_path):
     prompts = ["a cat 3", "a dog 5", "digit 3"]  # digits at the end for the digit classifier
     images = random_images(3)
-    clip = ClipScoreReward(model=tiny_clip["model"], pretrained=tiny_clip["pretrained"],
-                           model_config=tiny_clip["model_config"], device="cpu", batch_size=2)
+    clip = ClipScoreReward(
+        model=tiny_clip["model"],
+        pretrained=tiny_clip["pretrained"],
+        model_config=tiny_clip["model_config"],
+        device="cpu",
+        batch_size=2,
+    )
     torch.manual_seed(0)
     heads = {"v1": torch.nn.Linear(16, 1), "v2": MLPAestheticHead(16)}
     rewards = [clip, DigitClassifierReward(), JpegCompressibilityReward(quality=80)]
     for name, head in heads.items():
         torch.save(head.state_dict(), tmp_path / f"{name}.pth")
-        rewards.append(AestheticReward(head_path=str(tmp_path / f"{name}.pth"), head=name,
-                                       clip_model=tiny_clip["model"],
-                                       clip_pretrained=tiny_clip["pretrained"], device="cpu"))
+        rewards.append(
+            AestheticReward(
+                head_path=str(tmp_path / f"{name}.pth"),
+                head=name,
+                clip_model=tiny_clip["model"],
+                clip_pretrained=tiny_clip["pretrained"],
+                device="cpu",
+            )
+        )
     for reward in rewards:
         scores = reward(prompts, images)
         reward.close()
@@ -223,9 +286,16 @@ def test_legibility_is_the_best_digit_whatever_the_prompt():
 
 
 def tiny_digits_policy(folder, **kw):
-    return DigitsDiffusionPolicy(str(folder), base_resolution=8, channels=(8, 16, 16), pretrain_steps=3,
-                                 pretrain_batch_size=16, bf16=False,
-                                 pretrain_trainer=quiet_trainer(max_steps=3, precision="32-true"), **kw)
+    return DigitsDiffusionPolicy(
+        str(folder),
+        base_resolution=8,
+        channels=(8, 16, 16),
+        pretrain_steps=3,
+        pretrain_batch_size=16,
+        bf16=False,
+        pretrain_trainer=quiet_trainer(max_steps=3, precision="32-true"),
+        **kw,
+    )
 
 
 def test_digits_policy_pretrain_and_one_raft_iteration(tmp_path, run_dir):
@@ -237,8 +307,18 @@ def test_digits_policy_pretrain_and_one_raft_iteration(tmp_path, run_dir):
         tiny_digits_policy(tmp_path / "pretrained", seed=1).pretrain()
     sampler = DiffusionSampler(K=3, steps=2, guidance_scale=2.0, resolution=16, batch_size=4)
     module = functools.partial(DenoisingModule, learning_rate=1e-2, batch_size=2)
-    loop = RaftLoop(policy, DigitClassifierReward(), sampler, LocalRanking(), module, TRAINER, run_dir,
-                    iterations=1, batch_size=2, track_kl=False)
+    loop = RaftLoop(
+        policy,
+        DigitClassifierReward(),
+        sampler,
+        LocalRanking(),
+        module,
+        TRAINER,
+        run_dir,
+        iterations=1,
+        batch_size=2,
+        track_kl=False,
+    )
     loop.run(DigitPrompts(in_domain=[1, 7]).prompts("train"))
     stage = run_dir / "iter_000"
     image = policy.response_for_reward(read_samples(stage / "samples.jsonl")[0], stage)
@@ -270,14 +350,28 @@ def test_diffusion_task_from_config_writes_table_and_grids(tmp_path, run_dir):
     from raft.main import CONFIG_DIR
 
     overrides = [
-        "experiment=digits_alignment", f"task.output_dir={run_dir}",
-        f"model.pretrained_dir={tmp_path / 'pretrained'}", "model.base_resolution=8", "model.channels=[8,16,16]",
-        "model.pretrain_steps=3", "model.pretrain_batch_size=16", "model.bf16=false",
+        "experiment=digits_alignment",
+        f"task.output_dir={run_dir}",
+        f"model.pretrained_dir={tmp_path / 'pretrained'}",
+        "model.base_resolution=8",
+        "model.channels=[8,16,16]",
+        "model.pretrain_steps=3",
+        "model.pretrain_batch_size=16",
+        "model.bf16=false",
         "model.pretrain_trainer.precision=32-true",
-        "sampler.K=2", "sampler.steps=2", "sampler.resolution=8", "sampler.batch_size=8",
-        "data.in_domain=[1,2]", "data.out_of_domain=[3]", "trainer.max_steps=2", "trainer.precision=32-true",
-        "+trainer.enable_progress_bar=false", "task.iterations=1", "task.batch_size=4",
-        "task.eval_sampler.K=2", "task.grid_samples=2",
+        "sampler.K=2",
+        "sampler.steps=2",
+        "sampler.resolution=8",
+        "sampler.batch_size=8",
+        "data.in_domain=[1,2]",
+        "data.out_of_domain=[3]",
+        "trainer.max_steps=2",
+        "trainer.precision=32-true",
+        "+trainer.enable_progress_bar=false",
+        "task.iterations=1",
+        "task.batch_size=4",
+        "task.eval_sampler.K=2",
+        "task.grid_samples=2",
     ]
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
         cfg = compose("config", overrides=overrides)
@@ -306,10 +400,15 @@ def test_digit_reward_lowpass_sees_the_native_resolution():
     assert not torch.allclose(DigitClassifierReward()._inputs([Image.fromarray(checker, mode="L")]), b, atol=0.1)
     small = np.random.default_rng(0).integers(0, 256, (8, 8), dtype=np.uint8)
     blocky = small.repeat(2, axis=0).repeat(2, axis=1)
-    assert torch.allclose(reward._inputs([Image.fromarray(blocky, mode="L")]),
-                          DigitClassifierReward()._inputs([Image.fromarray(small, mode="L")]), atol=1e-6)
-    assert torch.equal(reward._inputs([Image.fromarray(small, mode="L")]),  # already at 8x8: unchanged
-                       DigitClassifierReward()._inputs([Image.fromarray(small, mode="L")]))
+    assert torch.allclose(
+        reward._inputs([Image.fromarray(blocky, mode="L")]),
+        DigitClassifierReward()._inputs([Image.fromarray(small, mode="L")]),
+        atol=1e-6,
+    )
+    assert torch.equal(
+        reward._inputs([Image.fromarray(small, mode="L")]),  # already at 8x8: unchanged
+        DigitClassifierReward()._inputs([Image.fromarray(small, mode="L")]),
+    )
     with pytest.raises(ValueError, match="lowpass"):
         DigitClassifierReward(lowpass=0)
 
@@ -319,9 +418,9 @@ def test_image_filters_read_the_stage_images(tmp_path):
     from raft.samples import Sample
 
     clean = np.zeros((4, 4), dtype=np.uint8)
-    clean[1:3, 1:3] = 255          # ink share 4/16 = 0.25, border mean 0
+    clean[1:3, 1:3] = 255  # ink share 4/16 = 0.25, border mean 0
     grey_top = clean.copy()
-    grey_top[0, :] = 255            # border (12 pixels) mean 4/12 = 0.33, ink share 8/16 = 0.5
+    grey_top[0, :] = 255  # border (12 pixels) mean 4/12 = 0.33, ink share 8/16 = 0.5
     empty = np.zeros((4, 4), dtype=np.uint8)  # ink share 0
     samples = []
     for i, array in enumerate((clean, grey_top, empty)):

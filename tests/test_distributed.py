@@ -38,12 +38,30 @@ def test_waiting_for_a_file_that_never_comes_times_out(tmp_path):
 
 @pytest.mark.slow
 def test_two_ranks_run_one_raft_loop(tmp_path):
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
-               "-m", "raft", "model=tiny", "task.iterations=2", "task.batch_size=4", "sampler.max_new_tokens=6",
-               "sampler.K=2", "evaluator.n_prompts=4", "trainer.max_epochs=1", "trainer.precision=32",
-               "trainer.strategy=ddp", "trainer.devices=2", "trainer.accelerator=cpu", f"hydra.run.dir={tmp_path}"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master_port={free_port()}",
+        "-m",
+        "raft",
+        "model=tiny",
+        "task.iterations=2",
+        "task.batch_size=4",
+        "sampler.max_new_tokens=6",
+        "sampler.K=2",
+        "evaluator.n_prompts=4",
+        "trainer.max_epochs=1",
+        "trainer.precision=32",
+        "trainer.strategy=ddp",
+        "trainer.devices=2",
+        "trainer.accelerator=cpu",
+        f"hydra.run.dir={tmp_path}",
+    ]
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=600, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "MEMBER: 2/2" in result.stdout + result.stderr  # rank 1 joined the distributed fine-tuning
     assert result.stdout.count("Before/after on 4 held-out prompts") == 1  # only rank 0 evaluates and reports

@@ -12,16 +12,27 @@ from raft.samples import read_samples
 
 def make_task(tmp_path, *overrides):
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=["task=evaluate", "model=tiny", "reward=vader", "data=everyday",
-                                           f"task.output_dir={tmp_path}", "evaluator.n_prompts=3",
-                                           "evaluator.sampler.max_new_tokens=6", *overrides])
+        cfg = compose(
+            "config",
+            overrides=[
+                "task=evaluate",
+                "model=tiny",
+                "reward=vader",
+                "data=everyday",
+                f"task.output_dir={tmp_path}",
+                "evaluator.n_prompts=3",
+                "evaluator.sampler.max_new_tokens=6",
+                *overrides,
+            ],
+        )
     return build_task(cfg)
 
 
 def test_evaluate_initial_model(tmp_path, capsys):
     metrics = make_task(tmp_path).run()
     assert {"reward", "ppl", "msttr_100", "distinct_1", "distinct_2", "unique_1", "unique_2", "length", "n"} <= set(
-        metrics)
+        metrics
+    )
     assert metrics["n"] == 3 and -1 <= metrics["reward"] <= 1
     assert math.isnan(metrics["ppl"])  # everyday prompts have no references
     assert len(read_samples(tmp_path / "eval_test" / "eval_samples.jsonl")) == 3

@@ -27,8 +27,11 @@ class ScriptedPolicy(Policy):
 
     def sample(self, checkpoint, prompts, sampler, out_dir):
         self.calls.append(sampler)
-        return [Sample(i, p, " ".join(["word"] * (j + 1) + [f"p{i}"]), sample_idx=j)
-                for i, p in prompts for j in range(sampler.K)]
+        return [
+            Sample(i, p, " ".join(["word"] * (j + 1) + [f"p{i}"]), sample_idx=j)
+            for i, p in prompts
+            for j in range(sampler.K)
+        ]
 
     def finetune(self, *args):
         raise AssertionError("evaluation never trains")
@@ -83,8 +86,9 @@ def test_no_references_gives_nan_perplexity(tmp_path):
 
 
 def test_default_config_is_the_paper_test_setting():
-    root = OmegaConf.create({"seed": 3, "sampler": {"stop": ["\n\nHuman:"]},
-                             "evaluator": OmegaConf.load("conf/evaluator/default.yaml")})
+    root = OmegaConf.create(
+        {"seed": 3, "sampler": {"stop": ["\n\nHuman:"]}, "evaluator": OmegaConf.load("conf/evaluator/default.yaml")}
+    )
     root.evaluator.reward = {"_target_": "tests.test_evaluation.WordCountReward"}
     evaluator = instantiate(root.evaluator)
     assert evaluator.seed == 3 and evaluator.sampler.stop == ("\n\nHuman:",)  # the run's seed and stop strings

@@ -30,10 +30,16 @@ class LetterReward(Reward):
 def make_loop(run_dir, **overrides):
     args = dict(
         policy=CausalLMPolicy("tiny-llama", sample_dtype="float32", max_length=96),
-        reward=LetterReward(), sampler=Sampler(K=3, temperature=1.0, max_new_tokens=6, batch_size=12),
-        selector=LocalRanking(), module=functools.partial(SFTModule, lr=1e-3, batch_size=4),
+        reward=LetterReward(),
+        sampler=Sampler(K=3, temperature=1.0, max_new_tokens=6, batch_size=12),
+        selector=LocalRanking(),
+        module=functools.partial(SFTModule, lr=1e-3, batch_size=4),
         trainer=quiet_trainer(max_epochs=1),
-        run_dir=run_dir, iterations=2, batch_size=4, monitor=HackingMonitor(), seed=0,
+        run_dir=run_dir,
+        iterations=2,
+        batch_size=4,
+        monitor=HackingMonitor(),
+        seed=0,
     )
     args.update(overrides)
     return RaftLoop(**args)
@@ -118,8 +124,9 @@ def test_lora_adapters_stack_on_the_init_checkpoint(tmp_path):
     from raft.models import build_tiny_causal_lm
 
     start = build_tiny_causal_lm(tmp_path / "sft", seed=5)
-    policy = CausalLMPolicy("tiny-llama", sample_dtype="float32", max_length=96,
-                            lora={"r": 4, "alpha": 8, "dropout": 0.0})
+    policy = CausalLMPolicy(
+        "tiny-llama", sample_dtype="float32", max_length=96, lora={"r": 4, "alpha": 8, "dropout": 0.0}
+    )
     make_loop(tmp_path / "run", policy=policy, init_checkpoint=start).run(PROMPTS)
     adapter = tmp_path / "run" / "iter_001" / "checkpoint"
     saved = json.loads((adapter / "adapter_config.json").read_text())

@@ -38,7 +38,8 @@ def test_msttr_windows_run_across_texts():
     assert msttr(["a b", "a b"], window=3) == pytest.approx(2 / 3)
     # 100 words in two texts form one full window: 50 types.
     assert msttr([" ".join(f"w{i % 50}" for i in range(60)), " ".join(f"w{i}" for i in range(40))]) == pytest.approx(
-        0.5)
+        0.5
+    )
 
 
 def test_msttr_without_a_full_window_is_nan():

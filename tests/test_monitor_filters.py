@@ -65,8 +65,12 @@ def test_a_small_drop_is_quiet(caplog):
 def test_baseline_survives_a_resume(tmp_path):
     # From metrics.csv rows (strings, any order) ...
     monitor = HackingMonitor(action="stop")
-    monitor.baseline_from([{"iteration": "2", "selected_distinct_2": "0.1"},
-                           {"iteration": "0", "selected_distinct_2": "1.0", "selected_msttr_100": ""}])
+    monitor.baseline_from(
+        [
+            {"iteration": "2", "selected_distinct_2": "0.1"},
+            {"iteration": "0", "selected_distinct_2": "1.0", "selected_msttr_100": ""},
+        ]
+    )
     assert monitor.baseline["distinct_2"] == 1.0
     with pytest.raises(RewardHackingDetected):
         monitor.update(3, HACKED)
@@ -85,7 +89,7 @@ def test_bad_settings_fail_early():
 
 def test_paper_filters_remove_exactly_the_hacked_samples():
     filters = instantiate(OmegaConf.load("conf/filters/hashtag_emoji.yaml")) + [Deduplicate()]
-    samples = as_samples(HACKED + ["so happy \U0001F600", "fine ✨ thanks"])
+    samples = as_samples(HACKED + ["so happy \U0001f600", "fine ✨ thanks"])
     kept, removed = apply_filters(filters, samples)
     assert removed == {"hashtag": 2, "emoji": 2, "duplicates": 2}
     assert [s.response for s in kept] == [SPAM, CLEAN[0]]
@@ -105,7 +109,10 @@ def test_length_character_share_and_per_prompt_dedup():
     # Word tokens: 1, 2, 6, 2 ('a', '#').
     assert [s.response for s in LengthFilter(2, 5)(samples)] == ["one two", "a#"]
     assert [s.response for s in CharacterFilter("#", max_count=None, max_share=0.4)(samples)] == [
-        "one", "one two", "one two three four five six"]
+        "one",
+        "one two",
+        "one two three four five six",
+    ]
     twice = [Sample(0, "p", "yes"), Sample(1, "q", "yes"), Sample(0, "p", " yes ", sample_idx=1)]
     assert len(Deduplicate(per_prompt=True)(twice)) == 2
     assert len(Deduplicate()(twice)) == 1

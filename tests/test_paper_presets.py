@@ -30,8 +30,14 @@ GRIDS = {
     "table3_main": {},
     "table3_ppo": {},
     "table4_k": {"sampler.K": [8, 16, 32]},
-    "table5_temperature": {"row": [{"K": 8, "temperature": 0.7}, {"K": 8, "temperature": 0.85},
-                                   {"K": 8, "temperature": 1.0}, {"K": 32, "temperature": 1.0}]},
+    "table5_temperature": {
+        "row": [
+            {"K": 8, "temperature": 0.7},
+            {"K": 8, "temperature": 0.85},
+            {"K": 8, "temperature": 1.0},
+            {"K": 32, "temperature": 1.0},
+        ]
+    },
     "table6_kl": {"selector.beta": [0, 0.005, 0.01, 0.1]},
     "table7_distillation": None,  # teacher vs self: names differ between paper and mini, checked below
     "figure1_learning_curve": {},
@@ -77,9 +83,20 @@ def test_table3_rows_score_the_dataset_and_the_base_model_with_the_trained_rewar
 
 def test_every_paper_preset_has_a_mini_twin():
     assert PAPER_PRESETS and set(PAPER_PRESETS) == set(MINI_PRESETS)
-    assert {"table3_main", "table4_k", "table5_temperature", "table6_kl", "table7_distillation",
-            "figure1_learning_curve", "figure3_kl", "global_ranking", "expert_prompting",
-            "reward_hacking_filters", "table8_resolution_adaptation", "figure6_alignment"} <= set(PAPER_PRESETS)
+    assert {
+        "table3_main",
+        "table4_k",
+        "table5_temperature",
+        "table6_kl",
+        "table7_distillation",
+        "figure1_learning_curve",
+        "figure3_kl",
+        "global_ranking",
+        "expert_prompting",
+        "reward_hacking_filters",
+        "table8_resolution_adaptation",
+        "figure6_alignment",
+    } <= set(PAPER_PRESETS)
 
 
 @pytest.mark.parametrize("preset", [f"paper/{p}" for p in PAPER_PRESETS] + [f"paper/mini/{p}" for p in MINI_PRESETS])
@@ -138,8 +155,9 @@ def test_sweep_expands_to_the_grid_times_seeds(twin, preset, seeds):
     cfg = compose_with(f"experiment=paper/{twin}{preset}", *extra)
     jobs = [parse_job(job) for job in sweep_jobs(cfg)]
     grid = GRIDS[preset]
-    expected = [dict(zip(list(grid) + ["seed"], values))
-                for values in itertools.product(*grid.values(), range(seeds or 3))]
+    expected = [
+        dict(zip(list(grid) + ["seed"], values)) for values in itertools.product(*grid.values(), range(seeds or 3))
+    ]
     assert sorted(map(repr, jobs)) == sorted(map(repr, expected))
 
 
@@ -148,7 +166,8 @@ def test_table7_sweeps_teacher_against_self(twin, teacher):
     cfg = compose_with(f"experiment=paper/{twin}table7_distillation")
     jobs = [parse_job(job) for job in sweep_jobs(cfg)]
     assert sorted(map(repr, jobs)) == sorted(
-        repr({"source": s, "seed": i}) for s in (teacher, "self") for i in range(3))
+        repr({"source": s, "seed": i}) for s in (teacher, "self") for i in range(3)
+    )
     for source in (teacher, "self"):
         task = compose_with(f"experiment=paper/{twin}table7_distillation", f"source={source}").task
         if source == "self":
@@ -159,8 +178,9 @@ def test_table7_sweeps_teacher_against_self(twin, teacher):
             assert task.teacher._target_ == "raft.policies.recorded.RecordedSamples"
             assert task.teacher.run_dir == "outputs/multirun/paper_table4_k/sampler.K=32,seed=0"
     assert (cfg.sampler.K, cfg.sampler.temperature) == (32, 0.85)
-    replay = compose_with(f"experiment=paper/{twin}table7_distillation", "source=" + (
-        "raft_run" if twin else "llama7b_raft"), "seed=2").task.teacher
+    replay = compose_with(
+        f"experiment=paper/{twin}table7_distillation", "source=" + ("raft_run" if twin else "llama7b_raft"), "seed=2"
+    ).task.teacher
     assert replay.run_dir.endswith("table4_k/sampler.K=32,seed=2")  # the teacher run of the same seed
 
 
@@ -181,8 +201,9 @@ def test_command_line_sweep_of_the_same_key_replaces_the_preset_list():
 @pytest.mark.parametrize("twin", ["", "mini/"])
 def test_every_table5_row_and_table6_beta_reach_the_parts(twin):
     for row in ({"K": 8, "temperature": 0.7}, {"K": 32, "temperature": 1.0}):
-        cfg = compose_with(f"experiment=paper/{twin}table5_temperature",
-                           f"row={{K:{row['K']},temperature:{row['temperature']}}}")
+        cfg = compose_with(
+            f"experiment=paper/{twin}table5_temperature", f"row={{K:{row['K']},temperature:{row['temperature']}}}"
+        )
         assert (cfg.sampler.K, cfg.sampler.temperature) == (row["K"], row["temperature"])
     for beta in (0, 0.1):
         cfg = compose_with(f"experiment=paper/{twin}table6_kl", f"selector.beta={beta}")
@@ -208,10 +229,12 @@ def test_appendix_variants(twin):
 
 
 def test_diffusion_presets_are_the_other_engineers_presets_over_seeds():
-    for preset, base in (("table8_resolution_adaptation", "sd_resolution_adaptation"),
-                         ("figure6_alignment", "sd_text_image_alignment"),
-                         ("mini/table8_resolution_adaptation", "digits_resolution"),
-                         ("mini/figure6_alignment", "digits_alignment")):
+    for preset, base in (
+        ("table8_resolution_adaptation", "sd_resolution_adaptation"),
+        ("figure6_alignment", "sd_text_image_alignment"),
+        ("mini/table8_resolution_adaptation", "digits_resolution"),
+        ("mini/figure6_alignment", "digits_alignment"),
+    ):
         ours, theirs = compose_with(f"experiment=paper/{preset}"), compose_with(f"experiment={base}")
         for part in ("model", "reward", "sampler", "data", "module"):
             assert ours[part] == theirs[part], (preset, part)
@@ -271,10 +294,13 @@ def test_optuna_search_space_and_objective():
     assert space["sampler.temperature"].low == 0.7 and space["sampler.temperature"].high == 1.0
 
 
-@pytest.mark.parametrize("launcher, target", [
-    ("local_pool", "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"),
-    ("slurm", "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"),
-])
+@pytest.mark.parametrize(
+    "launcher, target",
+    [
+        ("local_pool", "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"),
+        ("slurm", "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"),
+    ],
+)
 def test_launcher_presets(launcher, target):
     cfg = compose_with("experiment=paper/mini/table4_k", f"hydra/launcher={launcher}")
     assert cfg.hydra.launcher._target_ == target

@@ -72,7 +72,9 @@ def test_policy_loss_by_hand_inside_and_outside_the_clip_range():
 
 def test_policy_loss_entropy_from_logits():
     # uniform over 4 tokens: entropy log 4 everywhere
-    out = policy_loss(torch.zeros(1, 2), torch.zeros(1, 2), torch.ones(1, 2), torch.ones(1, 2), logits=torch.zeros(1, 2, 4))
+    out = policy_loss(
+        torch.zeros(1, 2), torch.zeros(1, 2), torch.ones(1, 2), torch.ones(1, 2), logits=torch.zeros(1, 2, 4)
+    )
     assert out.entropy.item() == pytest.approx(math.log(4))
     assert out.loss.item() == pytest.approx(-1.0)
 
@@ -152,9 +154,18 @@ def _tiny_llama():
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                         pad_token_id=0, eos_token_id=1, bos_token_id=2)
+    config = LlamaConfig(
+        vocab_size=50,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=2,
+    )
     return LlamaForCausalLM(config)
 
 
@@ -283,13 +294,18 @@ def _ppo_task(run_dir, iterations):
 
     reward = VaderSentiment()
     return PPOTask(
-        output_dir=str(run_dir), policy=CausalLMPolicy("tiny-llama", sample_dtype="float32", device="cpu"),
-        reward=reward, sampler=Sampler(K=4, temperature=0.7, max_new_tokens=6, batch_size=3),
+        output_dir=str(run_dir),
+        policy=CausalLMPolicy("tiny-llama", sample_dtype="float32", device="cpu"),
+        reward=reward,
+        sampler=Sampler(K=4, temperature=0.7, max_new_tokens=6, batch_size=3),
         module=functools.partial(PPOModule, lr=1e-3, ppo_epochs=2, minibatch_size=2),
         trainer=quiet_trainer(max_epochs=2, gradient_clip_val=1.0),
         data=EverydayPrompts(n_test=2, limit=8),
         evaluator=Evaluator(reward, Sampler(K=1, temperature=0.7, top_k=40, max_new_tokens=6, batch_size=4), every=2),
-        iterations=iterations, batch_size=4, seed=0)
+        iterations=iterations,
+        batch_size=4,
+        seed=0,
+    )
 
 
 def test_ppo_task_writes_a_raft_shaped_run_and_resumes(tmp_path):

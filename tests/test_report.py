@@ -14,33 +14,101 @@ from raft.tracking import Tracker
 
 # (K, seed) -> after-evaluation values; the start evaluation depends on the seed only.
 AFTER = {
-    (4, 0): dict(reward=1.0, ppl=4.0, msttr_100=0.60, distinct_1=0.030, distinct_2=0.25, unique_1=100, unique_2=900,
-                 length=50.0, n=64),
-    (4, 1): dict(reward=2.0, ppl=4.2, msttr_100=0.62, distinct_1=0.034, distinct_2=0.27, unique_1=110, unique_2=1000,
-                 length=54.0, n=64),
-    (8, 0): dict(reward=2.0, ppl=3.9, msttr_100=0.58, distinct_1=0.028, distinct_2=0.22, unique_1=90, unique_2=800,
-                 length=60.0, n=64),
-    (8, 1): dict(reward=2.4, ppl=3.9, msttr_100=0.58, distinct_1=0.028, distinct_2=0.24, unique_1=96, unique_2=820,
-                 length=62.0, n=64),
+    (4, 0): dict(
+        reward=1.0,
+        ppl=4.0,
+        msttr_100=0.60,
+        distinct_1=0.030,
+        distinct_2=0.25,
+        unique_1=100,
+        unique_2=900,
+        length=50.0,
+        n=64,
+    ),
+    (4, 1): dict(
+        reward=2.0,
+        ppl=4.2,
+        msttr_100=0.62,
+        distinct_1=0.034,
+        distinct_2=0.27,
+        unique_1=110,
+        unique_2=1000,
+        length=54.0,
+        n=64,
+    ),
+    (8, 0): dict(
+        reward=2.0,
+        ppl=3.9,
+        msttr_100=0.58,
+        distinct_1=0.028,
+        distinct_2=0.22,
+        unique_1=90,
+        unique_2=800,
+        length=60.0,
+        n=64,
+    ),
+    (8, 1): dict(
+        reward=2.4,
+        ppl=3.9,
+        msttr_100=0.58,
+        distinct_1=0.028,
+        distinct_2=0.24,
+        unique_1=96,
+        unique_2=820,
+        length=62.0,
+        n=64,
+    ),
 }
-BEFORE = {0: dict(reward=0.5, ppl=3.5, msttr_100=0.6, distinct_1=0.03, distinct_2=0.25, unique_1=80, unique_2=700,
-                  length=40.0, n=64),
-          1: dict(reward=0.7, ppl=3.5, msttr_100=0.6, distinct_1=0.03, distinct_2=0.25, unique_1=84, unique_2=720,
-                  length=42.0, n=64)}
+BEFORE = {
+    0: dict(
+        reward=0.5,
+        ppl=3.5,
+        msttr_100=0.6,
+        distinct_1=0.03,
+        distinct_2=0.25,
+        unique_1=80,
+        unique_2=700,
+        length=40.0,
+        n=64,
+    ),
+    1: dict(
+        reward=0.7,
+        ppl=3.5,
+        msttr_100=0.6,
+        distinct_1=0.03,
+        distinct_2=0.25,
+        unique_1=84,
+        unique_2=720,
+        length=42.0,
+        n=64,
+    ),
+}
 
 
 def write_run(folder, K, seed, evaluation=True, beta=None):
-    config = {"name": "sweep", "seed": seed, "model": {"name_or_path": "tiny-llama"},
-              "sampler": {"_target_": "raft.sampling.Sampler", "K": K, "temperature": 1.0}}
+    config = {
+        "name": "sweep",
+        "seed": seed,
+        "model": {"name_or_path": "tiny-llama"},
+        "sampler": {"_target_": "raft.sampling.Sampler", "K": K, "temperature": 1.0},
+    }
     overrides = [f"sampler.K={K}", f"seed={seed}"] + ([f"selector.beta={beta}"] if beta is not None else [])
     (folder / ".hydra").mkdir(parents=True)
     (folder / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
     (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
     tracker = Tracker(folder)
     for it in range(3):
-        tracker.log_iteration({"iteration": it, "policy_reward": 0.5 + 0.1 * K * it + 0.1 * seed,
-                               "best_of_k_reward": 1.0 + 0.1 * K * it, "kl": 0.01 * it * K * (1 + 0.5 * seed),
-                               "eval_reward": 0.6 + 0.2 * it * K / 4, "eval_ppl": 3.5 + 0.1 * it, "eval_n": 64})
+        tracker.log_iteration(
+            {
+                "iteration": it,
+                "policy_reward": 0.5 + 0.1 * K * it + 0.1 * seed,
+                "best_of_k_reward": 1.0 + 0.1 * K * it,
+                "kl": 0.01 * it * K * (1 + 0.5 * seed),
+                "eval_reward": 0.6 + 0.2 * it * K / 4,
+                "eval_ppl": 3.5 + 0.1 * it,
+                "eval_n": 64,
+            }
+        )
     tracker.close()
     if evaluation:
         (folder / "evaluation.json").write_text(json.dumps({"before": BEFORE[seed], "after": AFTER[(K, seed)]}))
@@ -63,19 +131,23 @@ def test_tables_mean_std_over_seeds(sweep, tmp_path, capsys):
     assert list(rows) == ["start: tiny-llama", "sampler.K=4", "sampler.K=8"]  # start first, then K=4 < K=8
     k4, k8, start = rows["sampler.K=4"], rows["sampler.K=8"], rows["start: tiny-llama"]
     # K=4: reward 1.0 and 2.0 -> mean 1.5, sample std sqrt((0.25 + 0.25) / 1) = 0.7071.
-    assert float(k4["reward_mean"]) == pytest.approx(1.5) and float(k4["reward_std"]) == pytest.approx(0.5 ** 0.5)
+    assert float(k4["reward_mean"]) == pytest.approx(1.5) and float(k4["reward_std"]) == pytest.approx(0.5**0.5)
     # K=8: 2.0 and 2.4 -> 2.2 +- 0.2828; unique-1 90 and 96 -> 93 +- 4.243.
-    assert float(k8["reward_mean"]) == pytest.approx(2.2) and float(k8["reward_std"]) == pytest.approx(0.08 ** 0.5)
-    assert float(k8["unique_1_mean"]) == 93 and float(k8["unique_1_std"]) == pytest.approx(18 ** 0.5)
+    assert float(k8["reward_mean"]) == pytest.approx(2.2) and float(k8["reward_std"]) == pytest.approx(0.08**0.5)
+    assert float(k8["unique_1_mean"]) == 93 and float(k8["unique_1_std"]) == pytest.approx(18**0.5)
     # The start row: one evaluation per seed (the same for both K), 0.5 and 0.7.
     assert start["seeds"] == "2" and float(start["reward_mean"]) == pytest.approx(0.6)
     md = (out / "results.md").read_text()
     assert md in printed
-    assert "| sampler.K=4 | 2 | 1.500 ± 0.707 | 4.100 ± 0.141 | 0.610 ± 0.014 | 0.032 ± 0.003 | 0.260 ± 0.014 " \
-           "| 105.0 ± 7.1 | 950.0 ± 70.7 | 52.0 ± 2.8 | 64 | 1.000 ± 0.000 |" in md  # best-of-K of iteration 0
+    assert (
+        "| sampler.K=4 | 2 | 1.500 ± 0.707 | 4.100 ± 0.141 | 0.610 ± 0.014 | 0.032 ± 0.003 | 0.260 ± 0.014 "
+        "| 105.0 ± 7.1 | 950.0 ± 70.7 | 52.0 ± 2.8 | 64 | 1.000 ± 0.000 |" in md
+    )  # best-of-K of iteration 0
     header = md.splitlines()[0]
-    assert header == ("| Configuration | Seeds | Reward | PPL | MSTTR-100 | Distinct-1 | Distinct-2 | Unique-1 "
-                      "| Unique-2 | Length | n | Initial best-of-K |")
+    assert header == (
+        "| Configuration | Seeds | Reward | PPL | MSTTR-100 | Distinct-1 | Distinct-2 | Unique-1 "
+        "| Unique-2 | Length | n | Initial best-of-K |"
+    )
     assert "n evaluated responses" in md
     tex = (out / "results.tex").read_text()
     assert r"sampler.K=4 & 2 & 1.500 $\pm$ 0.707" in tex and r"\toprule" in tex
@@ -135,9 +207,14 @@ def test_image_runs_get_the_table8_layout(tmp_path, capsys):
         (folder / ".hydra").mkdir(parents=True)
         (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"seed={seed}"]))
         split = lambda value: {"legibility": {"mean": value, "std": 0.1, "n": 20}}  # noqa: E731
-        (folder / "evaluation.json").write_text(json.dumps({
-            "before": {"in_domain": split(before), "out_of_domain": split(before - 0.2)},
-            "after": {"in_domain": split(after), "out_of_domain": split(after - 0.2)}}))
+        (folder / "evaluation.json").write_text(
+            json.dumps(
+                {
+                    "before": {"in_domain": split(before), "out_of_domain": split(before - 0.2)},
+                    "after": {"in_domain": split(after), "out_of_domain": split(after - 0.2)},
+                }
+            )
+        )
     assert main([str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     assert "| Configuration | Score | Seeds | in-domain before | in-domain RAFT | out-of-domain before |" in printed
@@ -163,8 +240,17 @@ def test_the_best_stage_sits_next_to_the_last(tmp_path, capsys):
     write_run(run, 4, 0)
     tracker = Tracker(run)
     for it, (reward, capped) in enumerate([(0.5, 0.9), (0.9, 0.5), (0.4, 0.2)]):
-        tracker.log_iteration({"iteration": it, "policy_reward": 0.1, "best_of_k_reward": 0.2, "eval_reward": reward,
-                               "eval_ppl": 3.0 + it, "eval_n": 64, "capped_share": capped})
+        tracker.log_iteration(
+            {
+                "iteration": it,
+                "policy_reward": 0.1,
+                "best_of_k_reward": 0.2,
+                "eval_reward": reward,
+                "eval_ppl": 3.0 + it,
+                "eval_n": 64,
+                "capped_share": capped,
+            }
+        )
     assert main([str(run), "--stage", "both"]) == 0
     rows = {r["configuration"]: r for r in csv.DictReader(open(run / "report" / "results.csv"))}
     best = rows["sampler.K=4 [best stage]"]
@@ -173,4 +259,6 @@ def test_the_best_stage_sits_next_to_the_last(tmp_path, capsys):
     assert float(rows["sampler.K=4"]["reward_mean"]) == 1.0  # the last stage, from evaluation.json
     assert main([str(run), "--stage", "best", "--out", str(tmp_path / "b")]) == 0
     assert [r["configuration"] for r in csv.DictReader(open(tmp_path / "b" / "results.csv"))] == [
-        "start: tiny-llama", "sampler.K=4 [best stage]"]
+        "start: tiny-llama",
+        "sampler.K=4 [best stage]",
+    ]

@@ -20,8 +20,11 @@ HH = asset_path("hh_rlhf/harmless-base.jsonl.gz")  # the 2,015 harmless-base pai
 PAIRS = [
     Pair("\n\nHuman: How was your day?\n\nAssistant:", "It was wonderful, thank you!", "Terrible. Go away."),
     Pair("\n\nHuman: Can you help me cook rice?\n\nAssistant:", "Sure: simmer it gently with a lid.", "No."),
-    Pair("\n\nHuman: Write a note to a friend.\n\nAssistant:", "Thank you for your help with moving house.",
-         "I hate that."),
+    Pair(
+        "\n\nHuman: Write a note to a friend.\n\nAssistant:",
+        "Thank you for your help with moving house.",
+        "I hate that.",
+    ),
     Pair("\n\nHuman: Any advice?\n\nAssistant:", "Practice a little every day.", "It is sad and bad."),
 ]
 
@@ -82,8 +85,9 @@ def test_training_lowers_loss_and_scores_survive_save_load(tiny_backbone, tmp_pa
 def test_lora_training_merges_into_a_plain_model(tiny_backbone, tmp_path):
     torch.manual_seed(0)
     model, tokenizer = load_backbone(str(tiny_backbone))
-    module = RewardModelModule(model, tokenizer, PAIRS, lr=3e-3, batch_size=4, max_length=64,
-                               lora_r=4, lora_alpha=8, lora_dropout=0.0)
+    module = RewardModelModule(
+        model, tokenizer, PAIRS, lr=3e-3, batch_size=4, max_length=64, lora_r=4, lora_alpha=8, lora_dropout=0.0
+    )
     trainable = sum(p.numel() for p in module.model.parameters() if p.requires_grad)
     assert trainable < sum(p.numel() for p in module.model.parameters()) / 2
     fit(module, steps=3)
@@ -104,6 +108,7 @@ def test_reward_model_task_trains_reports_saves_and_resumes(tiny_backbone, tmp_p
 
     from raft.data import PreferencePairs
     from raft.tasks.reward_model import RewardModelTask
+
     data = PreferencePairs(str(HH), max_train=8, max_test=6, max_prompt_chars=300)
     module = partial(RewardModelModule, lr=1e-3, batch_size=4, max_length=96)
     trainer = quiet_trainer(max_steps=2, max_epochs=1)  # max_epochs: what task=reward_model's trainer sets

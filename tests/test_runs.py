@@ -8,13 +8,22 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = ["model=tiny", "task.iterations=2", "task.batch_size=4", "sampler.max_new_tokens=6", "sampler.K=2",
-        "evaluator.n_prompts=4", "trainer.max_epochs=1", "trainer.precision=32"]
+TINY = [
+    "model=tiny",
+    "task.iterations=2",
+    "task.batch_size=4",
+    "sampler.max_new_tokens=6",
+    "sampler.K=2",
+    "evaluator.n_prompts=4",
+    "trainer.max_epochs=1",
+    "trainer.precision=32",
+]
 
 
 def raft(*args, timeout=600):
-    result = subprocess.run([sys.executable, "-m", "raft", *args], capture_output=True, text=True,
-                            timeout=timeout, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, "-m", "raft", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
@@ -23,8 +32,14 @@ def test_a_run_writes_every_file_and_prints_the_table(tmp_path):
     out = raft(*TINY, f"hydra.run.dir={tmp_path}")
     assert "Before/after on 4 held-out prompts" in out.stdout
     assert "| policy reward (held-out)" in out.stdout
-    for name in ("evaluation.json", "metrics.csv", "reward_curve.png", ".hydra/config.yaml",
-                 "iter_000/selected.jsonl", "iter_001/checkpoint/config.json"):
+    for name in (
+        "evaluation.json",
+        "metrics.csv",
+        "reward_curve.png",
+        ".hydra/config.yaml",
+        "iter_000/selected.jsonl",
+        "iter_001/checkpoint/config.json",
+    ):
         assert (tmp_path / name).exists(), name
     evaluation = json.loads((tmp_path / "evaluation.json").read_text())
     assert {"reward", "best_of_k_reward", "distinct_2", "length"} <= evaluation["after"].keys()
@@ -44,16 +59,26 @@ def test_multirun_over_k_and_report(tmp_path):
         selected = (run / "iter_000" / "selected.jsonl").read_text().splitlines()
         samples = (run / "iter_000" / "samples.jsonl").read_text().splitlines()
         assert (len(selected), len(samples)) == (4, 4 * k)  # one kept per prompt out of K
-    report = subprocess.run([sys.executable, "-m", "raft", "report", str(tmp_path)], capture_output=True,
-                            text=True, timeout=300, cwd=ROOT)
+    report = subprocess.run(
+        [sys.executable, "-m", "raft", "report", str(tmp_path)], capture_output=True, text=True, timeout=300, cwd=ROOT
+    )
     assert report.returncode == 0, report.stderr[-3000:]
     assert "sampler.K=2" in report.stdout and "sampler.K=4" in report.stdout
 
 
 @pytest.mark.slow
 def test_ppo_from_the_command_line(tmp_path):
-    out = raft("task=ppo", "model=tiny", "task.iterations=1", "task.batch_size=4", "sampler.max_new_tokens=6",
-               "evaluator.n_prompts=4", "module.minibatch_size=2", "module.ppo_epochs=1", f"hydra.run.dir={tmp_path}")
+    out = raft(
+        "task=ppo",
+        "model=tiny",
+        "task.iterations=1",
+        "task.batch_size=4",
+        "sampler.max_new_tokens=6",
+        "evaluator.n_prompts=4",
+        "module.minibatch_size=2",
+        "module.ppo_epochs=1",
+        f"hydra.run.dir={tmp_path}",
+    )
     evaluation = json.loads((tmp_path / "evaluation.json").read_text())
     assert {"reward", "wall_time_s", "peak_rss_mb"} <= evaluation["after"].keys()
     assert (tmp_path / "iter_000" / "checkpoint" / "adapter_config.json").exists()

@@ -5,8 +5,15 @@ from raft.selection import GlobalRanking, LocalRanking, ranking_score
 
 
 def s(prompt_idx, sample_idx, reward, logp=None, ref_logp=None, prompt="same prompt"):
-    return Sample(prompt_idx=prompt_idx, prompt=prompt, response=f"r{prompt_idx}.{sample_idx}",
-                  sample_idx=sample_idx, reward=reward, logp=logp, ref_logp=ref_logp)
+    return Sample(
+        prompt_idx=prompt_idx,
+        prompt=prompt,
+        response=f"r{prompt_idx}.{sample_idx}",
+        sample_idx=sample_idx,
+        reward=reward,
+        logp=logp,
+        ref_logp=ref_logp,
+    )
 
 
 def test_local_keeps_argmax_per_prompt_index_even_when_prompt_texts_are_equal():
@@ -36,11 +43,14 @@ def test_kl_penalised_ranking_follows_equation_5():
     assert LocalRanking(beta=0.1).needs_log_probs and not LocalRanking().needs_log_probs
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda: LocalRanking(beta=-0.1), "selector.beta must be >= 0"),
-    (lambda: GlobalRanking(acceptance_ratio=0.0), "selector.acceptance_ratio must be in (0, 1]"),
-    (lambda: GlobalRanking(acceptance_ratio=1.5), "selector.acceptance_ratio must be in (0, 1]"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: LocalRanking(beta=-0.1), "selector.beta must be >= 0"),
+        (lambda: GlobalRanking(acceptance_ratio=0.0), "selector.acceptance_ratio must be in (0, 1]"),
+        (lambda: GlobalRanking(acceptance_ratio=1.5), "selector.acceptance_ratio must be in (0, 1]"),
+    ],
+)
 def test_bad_selector_arguments_name_the_field(make, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("]", r"\]")):
         make()

@@ -22,8 +22,10 @@ def test_response_loss_counts_only_unmasked_tokens():
 def text_rows(tokenizer, prompts, responses, max_length, truncated=False):
     """Training rows of dataset-style text pairs, tokenised by the raw-text policy as the model would produce them."""
     policy = CausalLMPolicy("tiny-llama", chat_template=False)
-    samples = [Sample(prompt_idx=i, prompt=p, response=r, finish_reason="length" if truncated else None)
-               for i, (p, r) in enumerate(zip(prompts, responses))]
+    samples = [
+        Sample(prompt_idx=i, prompt=p, response=r, finish_reason="length" if truncated else None)
+        for i, (p, r) in enumerate(zip(prompts, responses))
+    ]
     return training_rows(policy.token_rows(tokenizer, samples), max_length)
 
 

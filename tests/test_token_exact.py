@@ -35,18 +35,32 @@ def build_sentencepiece_llama(folder):
     backend = Tokenizer(models.Unigram())
     backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
     backend.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first")
-    trainer = trainers.UnigramTrainer(vocab_size=200, special_tokens=["<unk>", "<s>", "</s>"], unk_token="<unk>",
-                                      initial_alphabet=list(string.printable[:95]))
+    trainer = trainers.UnigramTrainer(
+        vocab_size=200,
+        special_tokens=["<unk>", "<s>", "</s>"],
+        unk_token="<unk>",
+        initial_alphabet=list(string.printable[:95]),
+    )
     backend.train_from_iterator(CORPUS * 5, trainer)
-    backend.post_processor = processors.TemplateProcessing(single="<s> $A",
-                                                           special_tokens=[("<s>", backend.token_to_id("<s>"))])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>",
-                                        unk_token="<unk>", pad_token="</s>")
+    backend.post_processor = processors.TemplateProcessing(
+        single="<s> $A", special_tokens=[("<s>", backend.token_to_id("<s>"))]
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="</s>"
+    )
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
@@ -71,8 +85,15 @@ class RecordingSFT(SFTModule):
 def quiet_trainer():
     import pytorch_lightning as pl
 
-    return functools.partial(pl.Trainer, max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-                             enable_progress_bar=False, enable_model_summary=False)
+    return functools.partial(
+        pl.Trainer,
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
 
 
 def test_trained_and_scored_ids_are_the_sampled_ids(model_folder, tmp_path):
@@ -82,8 +103,9 @@ def test_trained_and_scored_ids_are_the_sampled_ids(model_folder, tmp_path):
     _, tokenizer = policy.load(None)
     for s in samples:
         assert s.prompt_ids == policy.encode_prompt(tokenizer, s.prompt)
-        assert s.response == tokenizer.decode(s.response_ids[: len(s.response_ids) - (s.finish_reason == "stop")],
-                                              skip_special_tokens=True)
+        assert s.response == tokenizer.decode(
+            s.response_ids[: len(s.response_ids) - (s.finish_reason == "stop")], skip_special_tokens=True
+        )
     policy.finetune(None, samples, tmp_path / "ckpt", functools.partial(RecordingSFT, lr=1e-3), quiet_trainer())
     for s, row in zip(samples, RecordingSFT.seen):  # byte for byte what the model produced, after its prompt
         assert row["input_ids"] == s.prompt_ids + s.response_ids
@@ -128,10 +150,15 @@ def test_eos_only_where_the_model_stopped():
     policy = CausalLMPolicy("tiny-llama", chat_template=False)
     _, tokenizer = load_causal_lm("tiny-llama")
     eos = tokenizer.eos_token_id
-    rows = policy.token_rows(tokenizer, [
-        Sample(0, "hi", " yes", prompt_ids=[5], response_ids=[7, 8], finish_reason="length"),
-        Sample(1, "hi", " yes", prompt_ids=[5], response_ids=[7, eos], finish_reason="stop"),
-        Sample(2, "hi", " yes", finish_reason="length"), Sample(3, "hi", " yes")])
+    rows = policy.token_rows(
+        tokenizer,
+        [
+            Sample(0, "hi", " yes", prompt_ids=[5], response_ids=[7, 8], finish_reason="length"),
+            Sample(1, "hi", " yes", prompt_ids=[5], response_ids=[7, eos], finish_reason="stop"),
+            Sample(2, "hi", " yes", finish_reason="length"),
+            Sample(3, "hi", " yes"),
+        ],
+    )
     assert rows[0] == ([5], [7, 8]) and rows[1] == ([5], [7, eos])
     assert rows[2][1][-1] != eos and rows[3][1][-1] == eos
 
@@ -164,9 +191,14 @@ def test_sampling_stops_on_any_id_of_the_generation_config_and_on_stop_strings(t
     # a stop string taken from the free text cuts there
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     text = tokenizer.decode(free.ids)
-    string_ = text[len(tokenizer.decode(free.ids[:4])):][:3]
-    [[cut]] = sample_k(model, tokenizer, prompt, Sampler(K=1, top_k=1, max_new_tokens=8, stop=[string_]),
-                       stop_token_ids(model, tokenizer))
+    string_ = text[len(tokenizer.decode(free.ids[:4])) :][:3]
+    [[cut]] = sample_k(
+        model,
+        tokenizer,
+        prompt,
+        Sampler(K=1, top_k=1, max_new_tokens=8, stop=[string_]),
+        stop_token_ids(model, tokenizer),
+    )
     assert cut.finish_reason == "stop" and cut.stop_reason == string_ and string_ not in cut.text
     assert text.startswith(cut.text) and free.ids[: len(cut.ids)] == cut.ids
 

@@ -19,7 +19,9 @@ def test_csv_union_of_columns_in_contract_order(tmp_path):
     assert header == "iteration,policy_reward,best_of_k_reward,kl,extra"
     rows = read_metrics_csv(tmp_path / "metrics.csv")
     assert [(r["iteration"], r["policy_reward"], r["kl"], r["extra"]) for r in rows] == [
-        ("0", "0.5", "", "7"), ("1", "0.75", "0.1", "")]
+        ("0", "0.5", "", "7"),
+        ("1", "0.75", "0.1", ""),
+    ]
 
 
 def test_resume_keeps_earlier_rows_and_replaces_a_rerun_iteration(tmp_path):

@@ -33,8 +33,12 @@ class _PromptLists:
 class DigitPrompts(_PromptLists):
     """'digit 0'..'digit 9', split into in-domain digits (RAFT trains on them) and held-out digits."""
 
-    def __init__(self, in_domain: Sequence[int] = (0, 1, 2, 3, 4), out_of_domain: Sequence[int] = (5, 6, 7, 8, 9),
-                 repeats: int = 1):
+    def __init__(
+        self,
+        in_domain: Sequence[int] = (0, 1, 2, 3, 4),
+        out_of_domain: Sequence[int] = (5, 6, 7, 8, 9),
+        repeats: int = 1,
+    ):
         for d in list(in_domain) + list(out_of_domain):
             if not 0 <= int(d) <= 9:
                 raise ValueError(f"data digits must be 0-9, got {d}")
@@ -46,8 +50,13 @@ class ClassNamePrompts(_PromptLists):
 
     A bare file name is looked up in raft/assets when it is not a path that exists."""
 
-    def __init__(self, train_file: str = "cifar10_classes.txt", test_file: str = "cifar100_classes.txt",
-                 template: str = "{}", repeats: int = 1):
+    def __init__(
+        self,
+        train_file: str = "cifar10_classes.txt",
+        test_file: str = "cifar100_classes.txt",
+        template: str = "{}",
+        repeats: int = 1,
+    ):
         if "{}" not in template:
             raise ValueError(f"data.template must contain '{{}}' for the class name, got {template!r}")
         lists = []

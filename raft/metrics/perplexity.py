@@ -24,7 +24,7 @@ def _fit(rows: Rows, max_length: int) -> list[tuple[list[int], int]]:
     out = []
     for prompt_ids, response_ids in rows:
         response_ids = list(response_ids)[: max_length - 1]
-        prompt_ids = list(prompt_ids)[max(0, len(prompt_ids) + len(response_ids) - max_length):]
+        prompt_ids = list(prompt_ids)[max(0, len(prompt_ids) + len(response_ids) - max_length) :]
         ids = prompt_ids + response_ids
         out.append((ids, min(len(response_ids), len(ids) - 1)))  # the first token has no context
     return out
@@ -61,8 +61,9 @@ def _batch_sums(model, rows: list[tuple[list[int], int]], pad_id: int, side: str
     return out
 
 
-def response_sums(model, rows: Rows, pad_id: int, batch_size: int = 8, max_length: int = 1024,
-                  padding_side: str = "left") -> list[tuple[float, int]]:
+def response_sums(
+    model, rows: Rows, pad_id: int, batch_size: int = 8, max_length: int = 1024, padding_side: str = "left"
+) -> list[tuple[float, int]]:
     """(sum of response-token log-probs, number of response tokens) per pair, in input order."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")

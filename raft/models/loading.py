@@ -35,8 +35,10 @@ def check_model_name(name_or_path: str, field: str = "model.name_or_path") -> No
         return
     looks_like_hub_id = name_or_path.count("/") == 1 and not name_or_path.startswith((".", "/", "~"))
     if not looks_like_hub_id:
-        raise ValueError(f"{field}='{name_or_path}' is neither an existing folder, an offline alias "
-                         f"('{smollm2.ALIAS}', '{TINY_ALIAS}') nor a hub id like 'org/name'")
+        raise ValueError(
+            f"{field}='{name_or_path}' is neither an existing folder, an offline alias "
+            f"('{smollm2.ALIAS}', '{TINY_ALIAS}') nor a hub id like 'org/name'"
+        )
     if os.environ.get("HF_HUB_OFFLINE") == "1" and not _in_hub_cache(name_or_path):
         raise ValueError(f"{field}='{name_or_path}' is not in the local hub cache and HF_HUB_OFFLINE=1")
 

@@ -83,13 +83,16 @@ def score_texts(model, tokenizer, texts: Sequence[str], batch_size: int, max_len
     return scores
 
 
-def score_pairs(model, tokenizer, pairs: Sequence[Pair], batch_size: int, max_length: int,
-                template: str = DEFAULT_TEMPLATE) -> tuple[list[float], list[float]]:
+def score_pairs(
+    model, tokenizer, pairs: Sequence[Pair], batch_size: int, max_length: int, template: str = DEFAULT_TEMPLATE
+) -> tuple[list[float], list[float]]:
     prompts = [p.prompt for p in pairs]
-    chosen = score_texts(model, tokenizer, format_texts(prompts, [p.chosen for p in pairs], template),
-                         batch_size, max_length)
-    rejected = score_texts(model, tokenizer, format_texts(prompts, [p.rejected for p in pairs], template),
-                           batch_size, max_length)
+    chosen = score_texts(
+        model, tokenizer, format_texts(prompts, [p.chosen for p in pairs], template), batch_size, max_length
+    )
+    rejected = score_texts(
+        model, tokenizer, format_texts(prompts, [p.rejected for p in pairs], template), batch_size, max_length
+    )
     return chosen, rejected
 
 

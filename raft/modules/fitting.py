@@ -15,5 +15,7 @@ class TrainingInterrupted(RuntimeError):
 def fit_to_completion(trainer, module) -> None:
     trainer.fit(module)
     if trainer.received_sigterm or trainer.interrupted:
-        raise TrainingInterrupted("training was stopped before it finished (SIGTERM); nothing was saved for "
-                                  "this stage; run the same command again to resume")
+        raise TrainingInterrupted(
+            "training was stopped before it finished (SIGTERM); nothing was saved for "
+            "this stage; run the same command again to resume"
+        )

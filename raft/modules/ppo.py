@@ -94,27 +94,42 @@ class PPOModule(pl.LightningModule):
         seed: int = 0,
     ):
         super().__init__()
-        _validate(lr=lr, ppo_epochs=ppo_epochs, minibatch_size=minibatch_size, clip_range=clip_range,
-                  clip_range_value=clip_range_value, vf_coef=vf_coef, gamma=gamma, lam=lam,
-                  lora_rank=lora_rank, lora_dropout=lora_dropout, kl_warn_negative=kl_warn_negative,
-                  kl_warn_max=kl_warn_max)
+        _validate(
+            lr=lr,
+            ppo_epochs=ppo_epochs,
+            minibatch_size=minibatch_size,
+            clip_range=clip_range,
+            clip_range_value=clip_range_value,
+            vf_coef=vf_coef,
+            gamma=gamma,
+            lam=lam,
+            lora_rank=lora_rank,
+            lora_dropout=lora_dropout,
+            kl_warn_negative=kl_warn_negative,
+            kl_warn_max=kl_warn_max,
+        )
         self.save_hyperparameters(ignore=["model"])
         self.automatic_optimization = False  # PPO steps per minibatch and skips non-finite updates itself
         self.lora = lora
         if lora:
             from peft import LoraConfig, get_peft_model
 
-            config = LoraConfig(r=lora_rank, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
-                                target_modules=list(lora_target_modules) if lora_target_modules else None,
-                                task_type="CAUSAL_LM")
+            config = LoraConfig(
+                r=lora_rank,
+                lora_alpha=lora_alpha,
+                lora_dropout=lora_dropout,
+                target_modules=list(lora_target_modules) if lora_target_modules else None,
+                task_type="CAUSAL_LM",
+            )
             self.policy = get_peft_model(model, config)  # base weights frozen, shared with the reference
             self.reference = None
         else:
             self.reference = copy.deepcopy(model).eval().requires_grad_(False)
             self.policy = model.requires_grad_(True)
         self.value_head = ValueHead(model.config.hidden_size)
-        self.kl_controller = (AdaptiveKLController(kl_coef, kl_target, kl_horizon) if adaptive_kl
-                              else FixedKLController(kl_coef))
+        self.kl_controller = (
+            AdaptiveKLController(kl_coef, kl_target, kl_horizon) if adaptive_kl else FixedKLController(kl_coef)
+        )
         self._optimizer: torch.optim.Optimizer | None = None
         self._batch: dict[str, torch.Tensor] | None = None
         self._updates = 0  # rollout batches seen: seeds the minibatch shuffle so a resumed run repeats it
@@ -129,8 +144,9 @@ class PPOModule(pl.LightningModule):
             return self.reference
         return self.policy.get_base_model() if self.lora else self.policy
 
-    def evaluate_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_length: int,
-                        reference: bool = False) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    def evaluate_tokens(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_length: int, reference: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """(log-probs [B, R], values [B, R] or None for the reference, logits [B, R, V]) of the response tokens.
 
         Logits are computed only on the response positions; the value of token t is read from the
@@ -139,8 +155,12 @@ class PPOModule(pl.LightningModule):
         lm = self._causal_lm(reference)
         adapter_off = self.policy.disable_adapter() if reference and self.lora else nullcontext()
         with adapter_off:
-            hidden = lm.get_decoder()(input_ids=input_ids, attention_mask=attention_mask,
-                                      position_ids=position_ids(attention_mask), use_cache=False).last_hidden_state
+            hidden = lm.get_decoder()(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids(attention_mask),
+                use_cache=False,
+            ).last_hidden_state
             hidden = hidden[:, -response_length - 1 : -1]
             logits = lm.get_output_embeddings()(hidden)
         logprobs = token_logprobs(logits, input_ids[:, -response_length:])
@@ -148,8 +168,14 @@ class PPOModule(pl.LightningModule):
         return logprobs, values, logits
 
     @torch.no_grad()
-    def score_rollouts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor,
-                       scores: torch.Tensor, batch_size: int = 8) -> Rollouts:
+    def score_rollouts(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        response_mask: torch.Tensor,
+        scores: torch.Tensor,
+        batch_size: int = 8,
+    ) -> Rollouts:
         """Old log-probs, reference log-probs and values for sampled sequences, in eval mode (no dropout)."""
         was_training = self.training
         self.eval()
@@ -165,9 +191,13 @@ class PPOModule(pl.LightningModule):
             parts["values"].append(values)
             parts["ref_logprobs"].append(ref_logp)
         self.train(was_training)
-        return Rollouts(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                        response_mask=response_mask.to(device), scores=scores.float().to(device),
-                        **{k: torch.cat(v) for k, v in parts.items()})
+        return Rollouts(
+            input_ids=input_ids.to(device),
+            attention_mask=attention_mask.to(device),
+            response_mask=response_mask.to(device),
+            scores=scores.float().to(device),
+            **{k: torch.cat(v) for k, v in parts.items()},
+        )
 
     # ------------------------------------------------------------------ one PPO update
 
@@ -183,8 +213,15 @@ class PPOModule(pl.LightningModule):
         sequence_kl = kl.sum(dim=1).mean().item()
         self._warn_on_kl(sequence_kl)
         self.kl_controller.update(sequence_kl, n_steps=len(r))
-        self._batch = {"input_ids": r.input_ids, "attention_mask": r.attention_mask, "response_mask": mask,
-                       "logprobs": r.logprobs, "values": r.values, "advantages": advantages, "returns": returns}
+        self._batch = {
+            "input_ids": r.input_ids,
+            "attention_mask": r.attention_mask,
+            "response_mask": mask,
+            "logprobs": r.logprobs,
+            "values": r.values,
+            "advantages": advantages,
+            "returns": returns,
+        }
         self.rollout_stats = {
             "kl": sequence_kl,
             "kl_coef": coef,
@@ -199,13 +236,19 @@ class PPOModule(pl.LightningModule):
 
     def _warn_on_kl(self, sequence_kl: float) -> None:
         if not math.isfinite(sequence_kl) or sequence_kl > self.hparams.kl_warn_max:
-            log.warning("PPO: KL(policy || reference) = %.3f nats per response exceeds kl_warn_max=%.1f: the "
-                        "policy is running away from the reference; lower lr or raise kl_coef",
-                        sequence_kl, self.hparams.kl_warn_max)
+            log.warning(
+                "PPO: KL(policy || reference) = %.3f nats per response exceeds kl_warn_max=%.1f: the "
+                "policy is running away from the reference; lower lr or raise kl_coef",
+                sequence_kl,
+                self.hparams.kl_warn_max,
+            )
         elif sequence_kl < -self.hparams.kl_warn_negative:
-            log.warning("PPO: KL estimate = %.3f nats per response is negative beyond -%.1f: the sampled-token "
-                        "estimator is failing (often a precursor of divergence); check sampling settings",
-                        sequence_kl, self.hparams.kl_warn_negative)
+            log.warning(
+                "PPO: KL estimate = %.3f nats per response is negative beyond -%.1f: the sampled-token "
+                "estimator is failing (often a precursor of divergence); check sampling settings",
+                sequence_kl,
+                self.hparams.kl_warn_negative,
+            )
 
     def train_dataloader(self) -> DataLoader:
         if self._batch is None:
@@ -239,10 +282,16 @@ class PPOModule(pl.LightningModule):
             self._skip("gradients are not finite")
             return
         optimizer.step()
-        stats = {"loss": loss.item(), "policy_loss": pol.loss.item(), "value_loss": val.loss.item(),
-                 "value_error": val.error.item(), "clip_fraction": pol.clip_fraction.item(),
-                 "value_clip_fraction": val.clip_fraction.item(), "approx_kl": pol.approx_kl.item(),
-                 "entropy": pol.entropy.item()}
+        stats = {
+            "loss": loss.item(),
+            "policy_loss": pol.loss.item(),
+            "value_loss": val.loss.item(),
+            "value_error": val.error.item(),
+            "clip_fraction": pol.clip_fraction.item(),
+            "value_clip_fraction": val.clip_fraction.item(),
+            "approx_kl": pol.approx_kl.item(),
+            "entropy": pol.entropy.item(),
+        }
         self.step_stats.append(stats)
         self.log_dict({f"ppo/{k}": v for k, v in stats.items()}, on_step=True, on_epoch=False, batch_size=len(mask))
 
@@ -268,8 +317,9 @@ class PPOModule(pl.LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         # One optimizer for the whole run, so Adam's moments carry over between rollout batches.
         if self._optimizer is None:
-            self._optimizer = torch.optim.AdamW(self._trainable(), lr=self.hparams.lr,
-                                                weight_decay=self.hparams.weight_decay)
+            self._optimizer = torch.optim.AdamW(
+                self._trainable(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+            )
         return self._optimizer
 
     # ------------------------------------------------------------------ saving
@@ -288,7 +338,9 @@ class PPOModule(pl.LightningModule):
         state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
         missing = set(n for n, p in self.named_parameters() if p.requires_grad) - set(state["trainable"])
         if missing:
-            raise ValueError(f"{folder}: PPO state lacks {sorted(missing)[:3]}... (was it saved with other LoRA settings?)")
+            raise ValueError(
+                f"{folder}: PPO state lacks {sorted(missing)[:3]}... (was it saved with other LoRA settings?)"
+            )
         self.load_state_dict(state["trainable"], strict=False)
         self.configure_optimizers().load_state_dict(state["optimizer"])
         self._updates = state["updates"]

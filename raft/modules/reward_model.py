@@ -32,10 +32,22 @@ def pairwise_accuracy(r_chosen: torch.Tensor | Sequence[float], r_rejected: torc
 class RewardModelModule(pl.LightningModule):
     """Trains `model` (scalar head) on preference pairs; each batch scores chosen and rejected texts together."""
 
-    def __init__(self, model, tokenizer, train_pairs: Sequence[Pair], val_pairs: Sequence[Pair] = (),
-                 lr: float = 5e-6, weight_decay: float = 0.0, batch_size: int = 16, max_length: int = 512,
-                 warmup_ratio: float = 0.0, text_template: str = DEFAULT_TEMPLATE,
-                 lora_r: int = 0, lora_alpha: int = 32, lora_dropout: float = 0.1):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        train_pairs: Sequence[Pair],
+        val_pairs: Sequence[Pair] = (),
+        lr: float = 5e-6,
+        weight_decay: float = 0.0,
+        batch_size: int = 16,
+        max_length: int = 512,
+        warmup_ratio: float = 0.0,
+        text_template: str = DEFAULT_TEMPLATE,
+        lora_r: int = 0,
+        lora_alpha: int = 32,
+        lora_dropout: float = 0.1,
+    ):
         super().__init__()
         if lr <= 0:
             raise ValueError(f"module.lr must be > 0, got {lr}")
@@ -53,8 +65,10 @@ class RewardModelModule(pl.LightningModule):
             from peft import LoraConfig, TaskType, get_peft_model
 
             # SEQ_CLS keeps the new scalar head ("score" / "classifier") fully trainable.
-            model = get_peft_model(model, LoraConfig(task_type=TaskType.SEQ_CLS, r=lora_r,
-                                                     lora_alpha=lora_alpha, lora_dropout=lora_dropout))
+            model = get_peft_model(
+                model,
+                LoraConfig(task_type=TaskType.SEQ_CLS, r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout),
+            )
         self.model, self.tokenizer = model, tokenizer
         self.train_pairs, self.val_pairs = list(train_pairs), list(val_pairs)
         self.lr, self.weight_decay, self.batch_size = lr, weight_decay, batch_size

@@ -44,8 +44,17 @@ def response_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 class SFTModule(pl.LightningModule):
-    def __init__(self, model, rows: list[dict], pad_id: int, lr: float = 2e-5, weight_decay: float = 0.0,
-                 batch_size: int = 8, warmup_ratio: float = 0.0, scheduler: str = "linear"):
+    def __init__(
+        self,
+        model,
+        rows: list[dict],
+        pad_id: int,
+        lr: float = 2e-5,
+        weight_decay: float = 0.0,
+        batch_size: int = 8,
+        warmup_ratio: float = 0.0,
+        scheduler: str = "linear",
+    ):
         super().__init__()
         if lr <= 0:
             raise ValueError(f"module.lr must be > 0, got {lr}")
@@ -56,8 +65,9 @@ class SFTModule(pl.LightningModule):
         self.warmup_ratio, self.scheduler = warmup_ratio, scheduler
 
     def train_dataloader(self):
-        return DataLoader(self.rows, batch_size=self.batch_size, shuffle=True,
-                          collate_fn=lambda rows: pad_batch(rows, self.pad_id))
+        return DataLoader(
+            self.rows, batch_size=self.batch_size, shuffle=True, collate_fn=lambda rows: pad_batch(rows, self.pad_id)
+        )
 
     def training_step(self, batch, batch_idx):
         logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits

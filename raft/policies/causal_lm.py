@@ -25,9 +25,16 @@ class CausalLMPolicy(Policy):
     fp32 master weights (bf16 would round away the small updates) under the trainer's mixed precision.
     """
 
-    def __init__(self, name_or_path: str, chat_template: bool = True, system_prompt: str | None = None,
-                 sample_dtype: str = "bfloat16", lora: dict | None = None, max_length: int = 512,
-                 device: str = "auto"):
+    def __init__(
+        self,
+        name_or_path: str,
+        chat_template: bool = True,
+        system_prompt: str | None = None,
+        sample_dtype: str = "bfloat16",
+        lora: dict | None = None,
+        max_length: int = 512,
+        device: str = "auto",
+    ):
         check_model_name(name_or_path)
         if max_length < 8:
             raise ValueError(f"model.max_length must be >= 8, got {max_length}")
@@ -59,9 +66,14 @@ class CausalLMPolicy(Policy):
             model = PeftModel.from_pretrained(model, str(adapter), is_trainable=trainable)
             return model if trainable else model.merge_and_unload()  # merged weights sample faster
         lora = dict(self.lora)
-        config = LoraConfig(r=lora.pop("r", 16), lora_alpha=lora.pop("alpha", 32),
-                            lora_dropout=lora.pop("dropout", 0.05), task_type="CAUSAL_LM",
-                            target_modules=lora.pop("target_modules", "all-linear"), **lora)
+        config = LoraConfig(
+            r=lora.pop("r", 16),
+            lora_alpha=lora.pop("alpha", 32),
+            lora_dropout=lora.pop("dropout", 0.05),
+            task_type="CAUSAL_LM",
+            target_modules=lora.pop("target_modules", "all-linear"),
+            **lora,
+        )
         return get_peft_model(model, config)
 
     def format_prompt(self, tokenizer, prompt: str) -> str:
@@ -81,8 +93,9 @@ class CausalLMPolicy(Policy):
         prompt_ids = self.encode_prompt(tokenizer, prompt)
         # a chat message's content starts the turn; raw text continues the prompt, leading space and all
         content = response.strip() if self.chat_template else response
-        return prompt_ids, encode_reference(tokenizer, self.format_prompt(tokenizer, prompt), prompt_ids, content,
-                                            special_tokens=not self.chat_template)
+        return prompt_ids, encode_reference(
+            tokenizer, self.format_prompt(tokenizer, prompt), prompt_ids, content, special_tokens=not self.chat_template
+        )
 
     def token_rows(self, tokenizer, samples: Sequence[Sample]) -> list[tuple[list[int], list[int]]]:
         """(prompt ids, response ids) to train or score: the sampled ids where the sample has them.
@@ -104,12 +117,29 @@ class CausalLMPolicy(Policy):
         model, tokenizer = self.load(checkpoint, self.sample_dtype)
         prompt_ids = [self.encode_prompt(tokenizer, p) for _, p in prompts]
         generations = sample_k(model, tokenizer, prompt_ids, sampler, stop_token_ids(model, tokenizer))
-        return [Sample(prompt_idx=idx, prompt=prompt, response=g.text, sample_idx=j, prompt_ids=ids,
-                       response_ids=g.ids, finish_reason=g.finish_reason, stop_reason=g.stop_reason)
-                for (idx, prompt), ids, gs in zip(prompts, prompt_ids, generations) for j, g in enumerate(gs)]
+        return [
+            Sample(
+                prompt_idx=idx,
+                prompt=prompt,
+                response=g.text,
+                sample_idx=j,
+                prompt_ids=ids,
+                response_ids=g.ids,
+                finish_reason=g.finish_reason,
+                stop_reason=g.stop_reason,
+            )
+            for (idx, prompt), ids, gs in zip(prompts, prompt_ids, generations)
+            for j, g in enumerate(gs)
+        ]
 
-    def finetune(self, checkpoint, samples: Sequence[Sample], out_dir: Path,
-                 module: Callable[..., Any], trainer: Callable[..., Any]) -> None:
+    def finetune(
+        self,
+        checkpoint,
+        samples: Sequence[Sample],
+        out_dir: Path,
+        module: Callable[..., Any],
+        trainer: Callable[..., Any],
+    ) -> None:
         model, tokenizer = self.load(checkpoint, "float32", trainable=True)
         rows = training_rows(self.token_rows(tokenizer, samples), self.max_length)
         lit = module(model=model, rows=rows, pad_id=tokenizer.pad_token_id)
@@ -123,8 +153,9 @@ class CausalLMPolicy(Policy):
         from raft.metrics.perplexity import sequence_log_probs
 
         model, tokenizer = self.load(checkpoint, "float32")
-        return sequence_log_probs(model, self.token_rows(tokenizer, samples), tokenizer.pad_token_id,
-                                  max_length=self.max_length)
+        return sequence_log_probs(
+            model, self.token_rows(tokenizer, samples), tokenizer.pad_token_id, max_length=self.max_length
+        )
 
     def perplexity(self, checkpoint, prompts: Sequence[str], references: Sequence[str]) -> float:
         """Perplexity on the reference responses' own tokens, tokenised as the model would produce them (no EOS)."""

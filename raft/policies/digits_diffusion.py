@@ -107,10 +107,16 @@ class DigitsDiffusionPolicy(Policy):
         scheduler = self._noise_schedule()
         images, labels = digits_dataset(s["base_resolution"])
         module = DenoisingModule(
-            unet, scheduler, images, {"class_labels": labels},
+            unet,
+            scheduler,
+            images,
+            {"class_labels": labels},
             null_conditions={"class_labels": torch.tensor([NULL_CLASS])},
-            learning_rate=s["pretrain_lr"], weight_decay=0.0, batch_size=s["pretrain_batch_size"],
-            condition_dropout=s["condition_dropout"], seed=self.seed,
+            learning_rate=s["pretrain_lr"],
+            weight_decay=0.0,
+            batch_size=s["pretrain_batch_size"],
+            condition_dropout=s["condition_dropout"],
+            seed=self.seed,
         )
         self.pretrain_trainer().fit(module)
         with atomic_dir(self.pretrained_dir) as tmp:
@@ -149,8 +155,12 @@ class DigitsDiffusionPolicy(Policy):
             batch = jobs[start : start + sampler.batch_size]
             labels = torch.tensor([digit_of_prompt(prompt) for _, prompt, _ in batch])
             noise = torch.cat(
-                [torch.randn(1, 1, sampler.resolution, sampler.resolution,
-                             generator=sampler.generator(out_dir.name, idx, j)) for idx, _, j in batch]
+                [
+                    torch.randn(
+                        1, 1, sampler.resolution, sampler.resolution, generator=sampler.generator(out_dir.name, idx, j)
+                    )
+                    for idx, _, j in batch
+                ]
             )
             step_noise = sampler.generator(out_dir.name, batch[0][0], -1 - batch[0][2])
             scheduler = sampler.make_scheduler(noise_schedule.config)
@@ -204,8 +214,11 @@ class DigitsDiffusionPolicy(Policy):
             expert, expert_labels = self.expert_digits(labels, inputs.shape[-1], stage.name)
             inputs, labels = torch.cat([inputs, expert]), torch.cat([labels, expert_labels])
         lightning_module = module(
-            model=unet, noise_scheduler=noise_schedule, inputs=inputs,
-            conditions={"class_labels": labels}, null_conditions={"class_labels": torch.tensor([NULL_CLASS])},
+            model=unet,
+            noise_scheduler=noise_schedule,
+            inputs=inputs,
+            conditions={"class_labels": labels},
+            null_conditions={"class_labels": torch.tensor([NULL_CLASS])},
         )
         trainer().fit(lightning_module)
         unet.save_pretrained(out_dir / "unet")  # the loop hands a scratch folder and renames it when done

@@ -51,8 +51,8 @@ def _left_pad(rows: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, r in enumerate(rows):
-        ids[i, width - len(r):] = torch.tensor(list(r), dtype=torch.long)
-        mask[i, width - len(r):] = 1
+        ids[i, width - len(r) :] = torch.tensor(list(r), dtype=torch.long)
+        mask[i, width - len(r) :] = 1
     return ids.to(device), mask.to(device)
 
 
@@ -65,8 +65,9 @@ def _prefix_len(n: int, ok: Callable[[int], bool]) -> int:
     return lo
 
 
-def end_response(generated: Sequence[int], stop_ids: Sequence[int], stop: Sequence[str],
-                 decode: Callable[[Sequence[int]], str]) -> Generation:
+def end_response(
+    generated: Sequence[int], stop_ids: Sequence[int], stop: Sequence[str], decode: Callable[[Sequence[int]], str]
+) -> Generation:
     """Cut one generated row where it ended: the first stop id (kept), else the first stop string, else the cap."""
     generated = list(generated)
     end = first_stop(generated, stop_ids)
@@ -85,16 +86,28 @@ def end_response(generated: Sequence[int], stop_ids: Sequence[int], stop: Sequen
 
 
 @torch.no_grad()
-def sample_k(model, tokenizer, prompts: Sequence[Sequence[int]], sampler: Sampler, stop_ids: Sequence[int],
-             desc: str = "sampling") -> list[list[Generation]]:
+def sample_k(
+    model,
+    tokenizer,
+    prompts: Sequence[Sequence[int]],
+    sampler: Sampler,
+    stop_ids: Sequence[int],
+    desc: str = "sampling",
+) -> list[list[Generation]]:
     """For each prompt (token ids), `sampler.K` responses."""
     from transformers import DynamicCache
 
     K, per_call = sampler.K, sampler.prompts_per_call
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
-    settings = dict(do_sample=True, temperature=sampler.temperature, top_k=sampler.top_k or None,
-                    top_p=sampler.top_p, max_new_tokens=sampler.max_new_tokens,
-                    pad_token_id=pad_id, eos_token_id=list(stop_ids))
+    settings = dict(
+        do_sample=True,
+        temperature=sampler.temperature,
+        top_k=sampler.top_k or None,
+        top_p=sampler.top_p,
+        max_new_tokens=sampler.max_new_tokens,
+        pad_token_id=pad_id,
+        eos_token_id=list(stop_ids),
+    )
 
     def decode(ids):
         return tokenizer.decode(ids, skip_special_tokens=True)
@@ -105,14 +118,24 @@ def sample_k(model, tokenizer, prompts: Sequence[Sequence[int]], sampler: Sample
         ids, mask = _left_pad(prompts[start : start + per_call], pad_id, model.device)
         cache = DynamicCache(config=model.config)
         if ids.shape[1] > 1:
-            model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=_position_ids(mask[:, :-1]),
-                  cache=cache, use_cache=True, logits_to_keep=1)
+            model(
+                input_ids=ids[:, :-1],
+                attention_mask=mask[:, :-1],
+                position_ids=_position_ids(mask[:, :-1]),
+                cache=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
             cache.batch_repeat_interleave(K)
         stopping = [StopOnStrings(sampler.stop, ids.shape[1], decode)] if sampler.stop else None
-        generated = model.generate(input_ids=ids.repeat_interleave(K, 0), attention_mask=mask.repeat_interleave(K, 0),
-                                   cache=cache if ids.shape[1] > 1 else None, stopping_criteria=stopping,
-                                   **settings)
-        rows = [end_response(row, stop_ids, sampler.stop, decode) for row in generated[:, ids.shape[1]:].tolist()]
+        generated = model.generate(
+            input_ids=ids.repeat_interleave(K, 0),
+            attention_mask=mask.repeat_interleave(K, 0),
+            cache=cache if ids.shape[1] > 1 else None,
+            stopping_criteria=stopping,
+            **settings,
+        )
+        rows = [end_response(row, stop_ids, sampler.stop, decode) for row in generated[:, ids.shape[1] :].tolist()]
         out += [rows[i * K : (i + 1) * K] for i in range(len(rows) // K)]
         bar.update(len(rows))
     bar.close()

@@ -19,8 +19,9 @@ class RecordedSamples(Policy):
     def __init__(self, run_dir: str):
         self.run_dir = Path(run_dir)
 
-    def sample(self, checkpoint: Path | None, prompts: Sequence[tuple[int, str]], sampler: Any,
-               out_dir: Path) -> list[Sample]:
+    def sample(
+        self, checkpoint: Path | None, prompts: Sequence[tuple[int, str]], sampler: Any, out_dir: Path
+    ) -> list[Sample]:
         path = self.run_dir / Path(out_dir).name / "samples.jsonl"
         if not path.is_file():
             raise FileNotFoundError(f"the teacher run has no {path}: run it first (as many stages as this one)")
@@ -28,8 +29,10 @@ class RecordedSamples(Policy):
         asked = dict(prompts)
         have = {s.prompt_idx: s.prompt for s in recorded}
         if have != asked:
-            raise ValueError(f"{path} answers other prompts than this stage asks for: the teacher run needs the "
-                             "same data, seed and task.batch_size as this one")
+            raise ValueError(
+                f"{path} answers other prompts than this stage asks for: the teacher run needs the "
+                "same data, seed and task.batch_size as this one"
+            )
         counts = {i: sum(s.prompt_idx == i for s in recorded) for i in asked}
         if set(counts.values()) != {sampler.K}:
             raise ValueError(f"{path} has {sorted(set(counts.values()))} samples per prompt, sampler.K is {sampler.K}")

@@ -96,9 +96,12 @@ class StableDiffusionPolicy(Policy):
 
         try:
             pipe = StableDiffusionPipeline.from_pretrained(
-                str(Path(self.name_or_path).expanduser()) if Path(self.name_or_path).expanduser().exists()
+                str(Path(self.name_or_path).expanduser())
+                if Path(self.name_or_path).expanduser().exists()
                 else self.name_or_path,
-                dtype=dtype, safety_checker=None, requires_safety_checker=False,
+                dtype=dtype,
+                safety_checker=None,
+                requires_safety_checker=False,
             )
         except (OSError, ValueError) as err:  # hub unreachable, repo missing, incomplete folder
             raise _missing(self.name_or_path, f"loading failed ({type(err).__name__}: {err})") from err
@@ -109,8 +112,11 @@ class StableDiffusionPolicy(Policy):
         from peft import LoraConfig
 
         return LoraConfig(
-            r=self.lora_rank, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout,
-            init_lora_weights="gaussian", target_modules=self.lora_targets,
+            r=self.lora_rank,
+            lora_alpha=self.lora_alpha,
+            lora_dropout=self.lora_dropout,
+            init_lora_weights="gaussian",
+            target_modules=self.lora_targets,
         )
 
     def _with_lora(self, pipe: Any, checkpoint: Path | None) -> Any:
@@ -155,8 +161,10 @@ class StableDiffusionPolicy(Policy):
             batch = jobs[start : start + sampler.batch_size]
             images = pipe(
                 prompt=[prompt for _, prompt, _ in batch],
-                height=sampler.resolution, width=sampler.resolution,
-                num_inference_steps=sampler.steps, guidance_scale=sampler.guidance_scale,
+                height=sampler.resolution,
+                width=sampler.resolution,
+                num_inference_steps=sampler.steps,
+                guidance_scale=sampler.guidance_scale,
                 generator=[sampler.generator(out_dir.name, idx, j) for idx, _, j in batch],
                 output_type="pil",
             ).images
@@ -180,7 +188,10 @@ class StableDiffusionPolicy(Policy):
             latents.append((dist.mean + dist.std * noise) * pipe.vae.config.scaling_factor)
         texts = [s.prompt for s in samples] + [""]
         tokens = pipe.tokenizer(
-            texts, padding="max_length", max_length=pipe.tokenizer.model_max_length, truncation=True,
+            texts,
+            padding="max_length",
+            max_length=pipe.tokenizer.model_max_length,
+            truncation=True,
             return_tensors="pt",
         ).input_ids.to(self.device)
         states = pipe.text_encoder(tokens)[0]
@@ -201,8 +212,11 @@ class StableDiffusionPolicy(Policy):
         unet = self._with_lora(pipe, Path(checkpoint) if checkpoint else None).unet
         unet.train()
         lightning_module = module(
-            model=unet, noise_scheduler=DDPMScheduler.from_config(pipe.scheduler.config), inputs=latents,
-            conditions={"encoder_hidden_states": states}, null_conditions={"encoder_hidden_states": empty},
+            model=unet,
+            noise_scheduler=DDPMScheduler.from_config(pipe.scheduler.config),
+            inputs=latents,
+            conditions={"encoder_hidden_states": states},
+            null_conditions={"encoder_hidden_states": empty},
         )
         del pipe  # VAE and text encoder are no longer needed during training
         trainer().fit(lightning_module)

@@ -30,8 +30,9 @@ def encode_text(tokenizer, text: str, special_tokens: bool) -> list[int]:
     return ids
 
 
-def encode_reference(tokenizer, prompt_text: str, prompt_ids: Sequence[int], response: str,
-                     special_tokens: bool) -> list[int]:
+def encode_reference(
+    tokenizer, prompt_text: str, prompt_ids: Sequence[int], response: str, special_tokens: bool
+) -> list[int]:
     """The ids the model would have produced for `response` after `prompt_ids` (no EOS).
 
     Prompt and response are tokenised together and split where the prompt's own ids end. Where a

@@ -13,9 +13,13 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="raft report", description=__doc__)
     parser.add_argument("path", type=Path, help="a run folder, or a folder with many (a multirun sweep)")
     parser.add_argument("--out", type=Path, default=None, help="where to write the report (default: PATH/report)")
-    parser.add_argument("--stage", choices=("last", "best", "both"), default="last",
-                        help="which stage of each run to tabulate: the last, the best evaluated one (the paper's "
-                             "choice), or both side by side (default: last)")
+    parser.add_argument(
+        "--stage",
+        choices=("last", "best", "both"),
+        default="last",
+        help="which stage of each run to tabulate: the last, the best evaluated one (the paper's "
+        "choice), or both side by side (default: last)",
+    )
     args = parser.parse_args(argv)
 
     from raft.report.collect import find_runs, group_runs

@@ -113,7 +113,7 @@ def read_run(path: Path, root: Path | None = None) -> Run:
     source = "evaluation.json"
     if after is None and rows:
         last = rows[-1]
-        after = {k[len("eval_"):]: v for k, v in last.items() if k.startswith("eval_")}
+        after = {k[len("eval_") :]: v for k, v in last.items() if k.startswith("eval_")}
         source = "metrics.csv"
         if not math.isfinite(after.get("reward", math.nan)):
             after["reward"] = last.get("policy_reward", math.nan)
@@ -136,8 +136,11 @@ def best_stage(rows: list[dict[str, float]]) -> dict[str, float] | None:
     if not evaluated:
         return None
     top = max(evaluated, key=lambda row: row["eval_reward"])
-    return {**{k[len("eval_"):]: v for k, v in top.items() if k.startswith("eval_")}, "stage": top["iteration"],
-            **({"capped_share": top["capped_share"]} if "capped_share" in top else {})}
+    return {
+        **{k[len("eval_") :]: v for k, v in top.items() if k.startswith("eval_")},
+        "stage": top["iteration"],
+        **({"capped_share": top["capped_share"]} if "capped_share" in top else {}),
+    }
 
 
 def find_runs(root: str | Path) -> list[Run]:

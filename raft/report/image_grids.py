@@ -15,8 +15,9 @@ from raft.images import image_grid
 BAR, CAPTION = 6, 14  # pixels under each tile, above each half
 
 
-def scored_tiles(images: Sequence[Image.Image], scores: Sequence[float], low: float, high: float,
-                 scale: int) -> list[Image.Image]:
+def scored_tiles(
+    images: Sequence[Image.Image], scores: Sequence[float], low: float, high: float, scale: int
+) -> list[Image.Image]:
     """Each image enlarged by `scale` (nearest), with its reward bar below it."""
     tiles = []
     for image, score in zip(images, scores):
@@ -32,15 +33,19 @@ def scored_tiles(images: Sequence[Image.Image], scores: Sequence[float], low: fl
     return tiles
 
 
-def before_after_grid(halves: Sequence[tuple[str, Sequence[Image.Image], Sequence[float]]], columns: int,
-                      scale: int) -> Image.Image:
+def before_after_grid(
+    halves: Sequence[tuple[str, Sequence[Image.Image], Sequence[float]]], columns: int, scale: int
+) -> Image.Image:
     """[(caption, images, scores), ...] side by side, tiles in rows of `columns`, bars on one common scale."""
     every = [s for _, _, scores in halves for s in scores]
     low, high = min(every), max(every)
     grids = [image_grid(scored_tiles(images, scores, low, high, scale), columns) for _, images, scores in halves]
     gap = max(4, grids[0].width // 40)
-    out = Image.new("RGB", (sum(g.width for g in grids) + gap * (len(grids) - 1),
-                            CAPTION + max(g.height for g in grids)), (255, 255, 255))
+    out = Image.new(
+        "RGB",
+        (sum(g.width for g in grids) + gap * (len(grids) - 1), CAPTION + max(g.height for g in grids)),
+        (255, 255, 255),
+    )
     draw, x = ImageDraw.Draw(out), 0
     for (caption, _, scores), grid in zip(halves, grids):
         draw.text((x + 2, 1), f"{caption}: mean reward {sum(scores) / len(scores):.3f}", fill=(0, 0, 0))

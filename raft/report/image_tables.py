@@ -33,8 +33,10 @@ def _run_cell(stats: dict | None) -> str:
 def run_table(before: dict, after: dict) -> str:
     """One run's Table 8: {split: {score: {mean, std, n}}} before and after, mean ± std over its images."""
     names = list(dict.fromkeys(name for result in (before, after) for split in result.values() for name in split))
-    rows = [[name] + [_run_cell(result.get(split, {}).get(name)) for split in SPLITS for result in (before, after)]
-            for name in names]
+    rows = [
+        [name] + [_run_cell(result.get(split, {}).get(name)) for split in SPLITS for result in (before, after)]
+        for name in names
+    ]
     return table8(["metric"], rows)
 
 
@@ -45,8 +47,16 @@ def is_image_run(run: Run) -> bool:
 
 
 def _scores(groups: list[Group]) -> list[str]:
-    return list(dict.fromkeys(name for g in groups for run in g.runs for split in (run.after or {}).values()
-                              if isinstance(split, dict) for name in split))
+    return list(
+        dict.fromkeys(
+            name
+            for g in groups
+            for run in g.runs
+            for split in (run.after or {}).values()
+            if isinstance(split, dict)
+            for name in split
+        )
+    )
 
 
 def _values(group: Group, score: str, split: str, when: str) -> list[float]:
@@ -67,8 +77,10 @@ def image_markdown(groups: list[Group]) -> str:
                 mean, std = mean_std(_values(group, score, split, when))
                 cells.append("-" if math.isnan(mean) else f"{mean:.3f}" + ("" if std is None else f" ± {std:.3f}"))
             rows.append([group.label, score, str(len(group.runs))] + cells)
-    note = ("Each cell: the mean score over a run's evaluation images, then mean ± sample std (n-1) over the "
-            "runs (seeds) of a configuration. In-domain prompts are those RAFT trained on.")
+    note = (
+        "Each cell: the mean score over a run's evaluation images, then mean ± sample std (n-1) over the "
+        "runs (seeds) of a configuration. In-domain prompts are those RAFT trained on."
+    )
     return "\n".join([table8(["Configuration", "Score", "Seeds"], rows, left=2), "", note]) + "\n"
 
 
@@ -79,6 +91,8 @@ def image_csv(groups: list[Group]) -> str:
     for group in groups:
         for score in _scores([group]):
             stats = [mean_std(_values(group, score, s, w)) for s, w in COLUMNS]
-            writer.writerow([group.label, score, len(group.runs)] +
-                            [x for mean, std in stats for x in (mean, "" if std is None else std)])
+            writer.writerow(
+                [group.label, score, len(group.runs)]
+                + [x for mean, std in stats for x in (mean, "" if std is None else std)]
+            )
     return out.getvalue()

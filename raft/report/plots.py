@@ -54,10 +54,12 @@ def reward_curve(groups: list[Group], path: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     drawn = False
     for group, color in zip(groups, _colors(len(groups))):
-        for column, style, what, alpha in (("policy_reward", "o-", "policy", 0.2),
-                                           ("best_of_k_reward", "s--", "best-of-K", 0.08),
-                                           ("teacher_reward", "o:", "teacher", 0.2),
-                                           ("teacher_best_of_k_reward", "s:", "teacher best-of-K", 0.08)):
+        for column, style, what, alpha in (
+            ("policy_reward", "o-", "policy", 0.2),
+            ("best_of_k_reward", "s--", "best-of-K", 0.08),
+            ("teacher_reward", "o:", "teacher", 0.2),
+            ("teacher_best_of_k_reward", "s:", "teacher best-of-K", 0.08),
+        ):
             its, mean, std = series(group, column)
             if len(its):
                 _line(ax, its, mean, std, color, style, f"{group.label}: {what}", alpha)
@@ -86,8 +88,12 @@ def reward_vs_perplexity(groups: list[Group], path: Path) -> Path | None:
             ax.plot(p, r, "o-", color=color, label=f"{group.label} (iterations {both[0]}-{both[-1]})")
             ax.annotate(f"it {both[-1]}", (p[-1], r[-1]), fontsize=7, xytext=(3, 3), textcoords="offset points")
             drawn = True
-    starts = [(run.before["ppl"], run.before["reward"]) for g in groups for run in g.runs
-              if run.before and math.isfinite(run.before.get("ppl", math.nan))]
+    starts = [
+        (run.before["ppl"], run.before["reward"])
+        for g in groups
+        for run in g.runs
+        if run.before and math.isfinite(run.before.get("ppl", math.nan))
+    ]
     if starts:
         ax.plot(*np.mean(starts, axis=0), "k*", markersize=12, label="starting checkpoint")
         drawn = True
@@ -121,19 +127,31 @@ def per_iteration(groups: list[Group], path: Path, column: str, title: str, ylab
 
 def kl_curve(groups: list[Group], path: Path) -> Path | None:
     """KL(policy each stage produced || initial policy) per iteration (paper Figure 3)."""
-    return per_iteration(groups, path, "kl", "KL divergence between the policy each stage produced and the initial one",
-                         "KL estimate (nats per response, fresh samples at temperature 1)")
+    return per_iteration(
+        groups,
+        path,
+        "kl",
+        "KL divergence between the policy each stage produced and the initial one",
+        "KL estimate (nats per response, fresh samples at temperature 1)",
+    )
 
 
 def capped_curve(groups: list[Group], path: Path) -> Path | None:
     """Share of each stage's samples cut at max_new_tokens: a policy that learns to stop shows it falling."""
-    return per_iteration(groups, path, "capped_share", "Share of samples cut at the length cap (max_new_tokens)",
-                         "share of the K samples per prompt")
+    return per_iteration(
+        groups,
+        path,
+        "capped_share",
+        "Share of samples cut at the length cap (max_new_tokens)",
+        "share of the K samples per prompt",
+    )
 
 
 def write_plots(groups: list[Group], out_dir: Path) -> list[Path]:
-    made = [reward_curve(groups, out_dir / "reward_curve.png"),
-            reward_vs_perplexity(groups, out_dir / "reward_vs_ppl.png"),
-            kl_curve(groups, out_dir / "kl_curve.png"),
-            capped_curve(groups, out_dir / "capped_share.png")]
+    made = [
+        reward_curve(groups, out_dir / "reward_curve.png"),
+        reward_vs_perplexity(groups, out_dir / "reward_vs_ppl.png"),
+        kl_curve(groups, out_dir / "kl_curve.png"),
+        capped_curve(groups, out_dir / "capped_share.png"),
+    ]
     return [p for p in made if p is not None]

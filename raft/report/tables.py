@@ -11,14 +11,27 @@ from dataclasses import dataclass
 from raft.report.collect import Group
 
 # (key in evaluation dicts, column header, decimals): the paper's column order, then the sample size.
-COLUMNS = [("reward", "Reward", 3), ("ppl", "PPL", 3), ("msttr_100", "MSTTR-100", 3), ("distinct_1", "Distinct-1", 3),
-           ("distinct_2", "Distinct-2", 3), ("unique_1", "Unique-1", 0), ("unique_2", "Unique-2", 0),
-           ("length", "Length", 1), ("n", "n", 0)]
+COLUMNS = [
+    ("reward", "Reward", 3),
+    ("ppl", "PPL", 3),
+    ("msttr_100", "MSTTR-100", 3),
+    ("distinct_1", "Distinct-1", 3),
+    ("distinct_2", "Distinct-2", 3),
+    ("unique_1", "Unique-1", 0),
+    ("unique_2", "Unique-2", 0),
+    ("length", "Length", 1),
+    ("n", "n", 0),
+]
 # Shown when some run recorded them: the best-of-K reward of the first stage's samples (the paper's Table 5
 # "initial best-of-K" column: what ranking has to learn from), and the cost (PPO vs RAFT: time, memory).
-OPTIONAL_COLUMNS = [("initial_best_of_k", "Initial best-of-K", 3), ("stage", "Stage", 0),
-                    ("capped_share", "At length cap", 2), ("wall_time_s", "Train time (s)", 0),
-                    ("peak_rss_mb", "Peak RSS (MiB)", 0), ("peak_gpu_memory_mb", "Peak GPU (MiB)", 0)]
+OPTIONAL_COLUMNS = [
+    ("initial_best_of_k", "Initial best-of-K", 3),
+    ("stage", "Stage", 0),
+    ("capped_share", "At length cap", 2),
+    ("wall_time_s", "Train time (s)", 0),
+    ("peak_rss_mb", "Peak RSS (MiB)", 0),
+    ("peak_gpu_memory_mb", "Peak GPU (MiB)", 0),
+]
 SOURCE_MARKS = {"evaluation.json": "", "metrics.csv": " *", "training reward": " †"}
 NOTES = [
     "Mean ± sample standard deviation (n-1) over seeds where a configuration has several.",
@@ -57,18 +70,31 @@ def build_rows(groups: list[Group], stages: tuple[str, ...] = ("last", "best")) 
                 starts.setdefault(run.model, {}).setdefault(str(run.seed), run.before)
     for model, by_seed in starts.items():
         befores = list(by_seed.values())
-        rows.append(Row(f"start: {model}", "start", {key: _finite(b.get(key) for b in befores) for key in keys},
-                        len(befores)))
+        rows.append(
+            Row(f"start: {model}", "start", {key: _finite(b.get(key) for b in befores) for key in keys}, len(befores))
+        )
     for group in groups:
         afters = [run.after for run in group.runs if run.after]
         if afters and "last" in stages:
             marks = "".join(sorted({SOURCE_MARKS[run.after_source] for run in group.runs if run.after}))
-            rows.append(Row(group.label + marks, "after", {key: _finite(a.get(key) for a in afters) for key in keys},
-                            len(afters)))
+            rows.append(
+                Row(
+                    group.label + marks,
+                    "after",
+                    {key: _finite(a.get(key) for a in afters) for key in keys},
+                    len(afters),
+                )
+            )
         bests = [run.best for run in group.runs if run.best]
         if bests and "best" in stages:
-            rows.append(Row(f"{group.label} [best stage]", "best",
-                            {key: _finite(b.get(key) for b in bests) for key in keys}, len(bests)))
+            rows.append(
+                Row(
+                    f"{group.label} [best stage]",
+                    "best",
+                    {key: _finite(b.get(key) for b in bests) for key in keys},
+                    len(bests),
+                )
+            )
     return rows
 
 
@@ -113,14 +139,25 @@ def csv_table(rows: list[Row]) -> str:
     writer.writerow(["configuration", "stage", "seeds"] + [f"{k}_{s}" for k, _, _ in shown for s in ("mean", "std")])
     for row in rows:
         stats = [mean_std(row.values[k]) for k, _, _ in shown]
-        writer.writerow([row.label, row.stage, row.seeds] +
-                        [x for mean, std in stats for x in (mean, "" if std is None else std)])
+        writer.writerow(
+            [row.label, row.stage, row.seeds] + [x for mean, std in stats for x in (mean, "" if std is None else std)]
+        )
     return out.getvalue()
 
 
 def _latex_escape(text: str) -> str:
-    for char, escaped in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("$", r"\$"), ("#", r"\#"),
-                          ("_", r"\_"), ("{", r"\{"), ("}", r"\}"), ("†", r"$^\dagger$"), ("~", r"\~{}")):
+    for char, escaped in (
+        ("\\", r"\textbackslash{}"),
+        ("&", r"\&"),
+        ("%", r"\%"),
+        ("$", r"\$"),
+        ("#", r"\#"),
+        ("_", r"\_"),
+        ("{", r"\{"),
+        ("}", r"\}"),
+        ("†", r"$^\dagger$"),
+        ("~", r"\~{}"),
+    ):
         text = text.replace(char, escaped)
     return text
 
@@ -128,11 +165,17 @@ def _latex_escape(text: str) -> str:
 def latex_table(rows: list[Row]) -> str:
     shown = columns(rows)
     header = ["Configuration", "Seeds"] + [title for _, title, _ in shown]
-    lines = [r"% needs \usepackage{booktabs}", r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}", r"\toprule",
-             " & ".join(header) + r" \\", r"\midrule"]
+    lines = [
+        r"% needs \usepackage{booktabs}",
+        r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}",
+        r"\toprule",
+        " & ".join(header) + r" \\",
+        r"\midrule",
+    ]
     for row in rows:
         cells = [_latex_escape(row.label), str(row.seeds)] + [
-            _cell(row.values[k], d, r" $\pm$ ", k) for k, _, d in shown]
+            _cell(row.values[k], d, r" $\pm$ ", k) for k, _, d in shown
+        ]
         lines.append(" & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", ""]
     return "\n".join(lines)

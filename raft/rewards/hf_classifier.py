@@ -64,8 +64,9 @@ class HFSequenceClassifier(Reward):
         if self._model is None:
             self._load()
         texts = [self.text_template.format(prompt=p, response=r) for p, r in zip(prompts, responses)]
-        batch = self._tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
-                                return_tensors="pt").to(self._model.device)
+        batch = self._tokenizer(
+            texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        ).to(self._model.device)
         logits = self._model(**batch).logits.float()
         if not self.use_logits:
             # One output means a binary head scored by sigmoid; several mean softmax over labels.

@@ -20,12 +20,22 @@ class TrainedRewardModel(Reward):
     """Reward = r(prompt, response) - baseline. The baseline re-centres the scale (paper appendix A.1);
     RAFT's ranking ignores it, PPO's stability does not."""
 
-    def __init__(self, path: str, batch_size: int = 16, max_length: int | None = None, baseline: float = 0.0,
-                 dtype: str = "float32", device: str | None = None, wrap_plain_prompts: bool = True):
+    def __init__(
+        self,
+        path: str,
+        batch_size: int = 16,
+        max_length: int | None = None,
+        baseline: float = 0.0,
+        dtype: str = "float32",
+        device: str | None = None,
+        wrap_plain_prompts: bool = True,
+    ):
         folder = Path(path).expanduser()
         if not (folder / META_FILE).is_file():
-            raise ValueError(f"reward.path={path!r} is not a reward model saved by task=reward_model "
-                             f"(no {META_FILE}); train one first")
+            raise ValueError(
+                f"reward.path={path!r} is not a reward model saved by task=reward_model "
+                f"(no {META_FILE}); train one first"
+            )
         if batch_size < 1:
             raise ValueError(f"reward.batch_size must be >= 1, got {batch_size}")
         if max_length is not None and max_length < 2:

@@ -29,11 +29,28 @@ log = logging.getLogger("raft")
 
 
 class DiffusionRaftTask:
-    def __init__(self, output_dir: str, policy, reward, sampler, selector, module: Callable, trainer: Callable,
-                 data, filters: Sequence[Callable] = (), logger: Callable | None = None,
-                 eval_rewards: dict[str, Any] | None = None, eval_sampler=None,
-                 grid_prompts: int = 10, grid_samples: int = 8, iterations: int = 4, batch_size: int = 10,
-                 keep_checkpoints: int = 1, seed: int = 0, torch_threads: int | None = None):
+    def __init__(
+        self,
+        output_dir: str,
+        policy,
+        reward,
+        sampler,
+        selector,
+        module: Callable,
+        trainer: Callable,
+        data,
+        filters: Sequence[Callable] = (),
+        logger: Callable | None = None,
+        eval_rewards: dict[str, Any] | None = None,
+        eval_sampler=None,
+        grid_prompts: int = 10,
+        grid_samples: int = 8,
+        iterations: int = 4,
+        batch_size: int = 10,
+        keep_checkpoints: int = 1,
+        seed: int = 0,
+        torch_threads: int | None = None,
+    ):
         check_torch_threads(torch_threads)
         if eval_sampler is None:
             raise ValueError("task.eval_sampler is required: the sampler of the before/after evaluation")
@@ -42,13 +59,26 @@ class DiffusionRaftTask:
         self.run_dir, self.policy, self.data, self.logger, self.seed = Path(output_dir), policy, data, logger, seed
         self.reward = reward
         self.eval_sampler = eval_sampler
-        self.evaluator = ImageEvaluator(policy, dict(eval_rewards) if eval_rewards else {type(reward).__name__: reward},
-                                        eval_sampler, data)
+        self.evaluator = ImageEvaluator(
+            policy, dict(eval_rewards) if eval_rewards else {type(reward).__name__: reward}, eval_sampler, data
+        )
         self.grid_prompts, self.grid_samples, self.torch_threads = grid_prompts, grid_samples, torch_threads
         # Diffusion models have no sequence log-probabilities: no KL tracking, no KL-penalised ranking.
-        self.loop_args = dict(policy=policy, reward=reward, sampler=sampler, selector=selector, module=module,
-                              trainer=trainer, run_dir=self.run_dir, iterations=iterations, batch_size=batch_size,
-                              filters=filters, track_kl=False, keep_checkpoints=keep_checkpoints, seed=seed)
+        self.loop_args = dict(
+            policy=policy,
+            reward=reward,
+            sampler=sampler,
+            selector=selector,
+            module=module,
+            trainer=trainer,
+            run_dir=self.run_dir,
+            iterations=iterations,
+            batch_size=batch_size,
+            filters=filters,
+            track_kl=False,
+            keep_checkpoints=keep_checkpoints,
+            seed=seed,
+        )
         RaftLoop(**self.loop_args)  # validate the loop's arguments before any model loads
 
     def run(self) -> dict:
@@ -81,20 +111,22 @@ class DiffusionRaftTask:
         if not all(halves):
             return
         (before, before_scores), (after, after_scores) = halves
-        grid = before_after_grid([("before", before, before_scores), ("RAFT", after, after_scores)],
-                                 columns=min(self.grid_samples, self.eval_sampler.K),
-                                 scale=max(1, 96 // before[0].width))
+        grid = before_after_grid(
+            [("before", before, before_scores), ("RAFT", after, after_scores)],
+            columns=min(self.grid_samples, self.eval_sampler.K),
+            scale=max(1, 96 // before[0].width),
+        )
         save_png(grid, self.run_dir / f"grid_{split}.png")
 
     def grid_half(self, folder: Path) -> tuple[list[Image.Image], list[float]] | None:
         path = folder / "samples.jsonl"
         if not path.exists():
             return None
-        samples = [s for s in read_samples(path)
-                   if s.prompt_idx < self.grid_prompts and s.sample_idx < self.grid_samples]
+        samples = [
+            s for s in read_samples(path) if s.prompt_idx < self.grid_prompts and s.sample_idx < self.grid_samples
+        ]
         samples.sort(key=lambda s: (s.prompt_idx, s.sample_idx))
         images = [self.policy.response_for_reward(s, folder) for s in samples]
         scores = self.reward([s.prompt for s in samples], images)
         self.reward.close()
         return images, scores
-

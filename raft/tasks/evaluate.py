@@ -15,13 +15,23 @@ from raft.report.tables import COLUMNS, Row, markdown_table
 
 
 class EvaluateTask:
-    def __init__(self, policy, checkpoint: str | None, data, evaluator, output_dir: str, split: str = "test",
-                 seed: int = 0, responses: str = "model"):
+    def __init__(
+        self,
+        policy,
+        checkpoint: str | None,
+        data,
+        evaluator,
+        output_dir: str,
+        split: str = "test",
+        seed: int = 0,
+        responses: str = "model",
+    ):
         if responses not in ("model", "chosen", "rejected"):
             raise ValueError(f"task.responses must be 'model', 'chosen' or 'rejected', got {responses!r}")
         if responses != "model" and data.references(split) is None:  # prompts only: nothing to score
-            raise ValueError(f"task.responses={responses} needs preference-pair data (data=hh_rlhf), "
-                             f"got {type(data).__name__}")
+            raise ValueError(
+                f"task.responses={responses} needs preference-pair data (data=hh_rlhf), got {type(data).__name__}"
+            )
         if checkpoint is not None and not Path(checkpoint).is_dir():
             raise ValueError(f"task.checkpoint={checkpoint!r} is not a folder (null evaluates the model itself)")
         if split not in ("train", "test"):
@@ -36,18 +46,26 @@ class EvaluateTask:
         pl.seed_everything(self.seed, workers=True, verbose=False)
         out_dir = self.output_dir / f"eval_{self.split}"
         if self.responses == "model":
-            metrics = self.evaluator.evaluate(self.policy, self.checkpoint, self.data.prompts(self.split),
-                                              self.data.references(self.split), out_dir)
+            metrics = self.evaluator.evaluate(
+                self.policy, self.checkpoint, self.data.prompts(self.split), self.data.references(self.split), out_dir
+            )
         else:
             pairs = self.data.pairs(self.split)
-            metrics = self.evaluator.evaluate_responses([p.prompt for p in pairs],
-                                                        [getattr(p, self.responses) for p in pairs], out_dir)
+            metrics = self.evaluator.evaluate_responses(
+                [p.prompt for p in pairs], [getattr(p, self.responses) for p in pairs], out_dir
+            )
         # Same shape as a RAFT run's evaluation.json, so `raft report` lists evaluate runs too.
-        label = f"dataset: {self.responses}" if self.responses != "model" else \
-            str(self.checkpoint) if self.checkpoint else "initial model"
-        atomic_write_text(self.output_dir / "evaluation.json",
-                          json.dumps({"after": metrics, "checkpoint": str(self.checkpoint), "responses": label},
-                                     indent=2))
+        label = (
+            f"dataset: {self.responses}"
+            if self.responses != "model"
+            else str(self.checkpoint)
+            if self.checkpoint
+            else "initial model"
+        )
+        atomic_write_text(
+            self.output_dir / "evaluation.json",
+            json.dumps({"after": metrics, "checkpoint": str(self.checkpoint), "responses": label}, indent=2),
+        )
         row = Row(label, "after", {k: [float(metrics[k])] if k in metrics else [] for k, _, _ in COLUMNS}, 1)
         print(f"\n{self.split} split, {metrics.get('n')} prompts:\n" + markdown_table([row]).split("\n\n")[0])
         if "best_of_k_reward" in metrics:

@@ -18,8 +18,17 @@ METRICS_FILE = "metrics.json"
 
 
 class RewardModelTask:
-    def __init__(self, data, backbone: str, module: Callable, trainer: Callable, output_dir: str,
-                 dtype: str = "float32", eval_batch_size: int = 32, seed: int = 0):
+    def __init__(
+        self,
+        data,
+        backbone: str,
+        module: Callable,
+        trainer: Callable,
+        output_dir: str,
+        dtype: str = "float32",
+        eval_batch_size: int = 32,
+        seed: int = 0,
+    ):
         if backbone != MINILM_ALIAS:
             from raft.models import check_model_name
 
@@ -34,25 +43,34 @@ class RewardModelTask:
             print(f"reward model: {self.output_dir} exists, skipping training")
         else:
             metrics = self.train()
-        print(f"reward model: held-out pairwise accuracy {metrics['test_accuracy']:.3f} "
-              f"on {metrics['test_pairs']} pairs")
-        print(f"reward model: saved in {self.output_dir}; "
-              f"use it with \"reward=reward_model reward.path='{self.output_dir}'\"")
+        print(
+            f"reward model: held-out pairwise accuracy {metrics['test_accuracy']:.3f} on {metrics['test_pairs']} pairs"
+        )
+        print(
+            f"reward model: saved in {self.output_dir}; "
+            f"use it with \"reward=reward_model reward.path='{self.output_dir}'\""
+        )
         return metrics
 
     def train(self) -> dict:
         pl.seed_everything(self.seed, workers=True, verbose=False)
         model, tokenizer = load_backbone(self.backbone, self.dtype)
-        module = self.module(model=model, tokenizer=tokenizer,
-                             train_pairs=self.data.pairs("train"), val_pairs=self.data.pairs("test"))
+        module = self.module(
+            model=model, tokenizer=tokenizer, train_pairs=self.data.pairs("train"), val_pairs=self.data.pairs("test")
+        )
         fit_to_completion(self.trainer(), module)
         if not is_rank_zero():  # another process of a torchrun / SLURM launch: rank 0 scores and saves
             return json.loads(wait_for(self.output_dir / METRICS_FILE).read_text())
         test = self.data.pairs("test")
-        chosen, rejected = score_pairs(module.model, tokenizer, test, self.eval_batch_size,
-                                       module.max_length, module.text_template)
-        metrics = {"test_accuracy": pairwise_accuracy(chosen, rejected), "test_pairs": len(test),
-                   "train_pairs": len(module.train_pairs), "backbone": self.backbone}
+        chosen, rejected = score_pairs(
+            module.model, tokenizer, test, self.eval_batch_size, module.max_length, module.text_template
+        )
+        metrics = {
+            "test_accuracy": pairwise_accuracy(chosen, rejected),
+            "test_pairs": len(test),
+            "train_pairs": len(module.train_pairs),
+            "backbone": self.backbone,
+        }
         with atomic_dir(self.output_dir) as tmp:
             save_reward_model(module.model, tokenizer, tmp, module.text_template, module.max_length)
             (tmp / METRICS_FILE).write_text(json.dumps(metrics, indent=2))

@@ -13,8 +13,16 @@ from raft.samples import Sample
 
 
 class SFTTask:
-    def __init__(self, policy, data, module: Callable, trainer: Callable, output_dir: str,
-                 max_examples: int | None = None, seed: int = 0):
+    def __init__(
+        self,
+        policy,
+        data,
+        module: Callable,
+        trainer: Callable,
+        output_dir: str,
+        max_examples: int | None = None,
+        seed: int = 0,
+    ):
         if max_examples is not None and max_examples < 1:
             raise ValueError(f"task.max_examples must be >= 1 or null, got {max_examples}")
         self.policy, self.data, self.module, self.trainer = policy, data, module, trainer
@@ -28,8 +36,10 @@ class SFTTask:
         pairs = self.data.pairs("train")[: self.max_examples]
         examples = [Sample(prompt_idx=i, prompt=p.prompt, response=p.chosen) for i, p in enumerate(pairs)]
         if not is_rank_zero():  # another process of a torchrun / SLURM launch: train along, rank 0 saves
-            train_along(self.checkpoint.parent, lambda scratch: self.policy.finetune(
-                None, examples, scratch, self.module, self.trainer))
+            train_along(
+                self.checkpoint.parent,
+                lambda scratch: self.policy.finetune(None, examples, scratch, self.module, self.trainer),
+            )
             return wait_for(self.checkpoint)
         with atomic_dir(self.checkpoint) as tmp:
             self.policy.finetune(None, examples, tmp, self.module, self.trainer)

@@ -41,12 +41,16 @@ def print_before_after(before: dict, after: dict, history: Sequence[dict], run_d
         first, last = history[0], history[-1]
         who = "policy" if "policy_reward" in first else "teacher"  # a teacher's samples carry its own name
         best = "best_of_k_reward" if who == "policy" else "teacher_best_of_k_reward"
-        print(f"training prompts: {who} reward {first[f'{who}_reward']:.3f} (iteration 0) -> "
-              f"{last[f'{who}_reward']:.3f} (iteration {last['iteration']}), "
-              f"best-of-K {first[best]:.3f} -> {last[best]:.3f}")
+        print(
+            f"training prompts: {who} reward {first[f'{who}_reward']:.3f} (iteration 0) -> "
+            f"{last[f'{who}_reward']:.3f} (iteration {last['iteration']}), "
+            f"best-of-K {first[best]:.3f} -> {last[best]:.3f}"
+        )
         if "capped_share" in last:
-            print(f"samples cut at max_new_tokens: {first['capped_share']:.0%} (iteration 0) -> "
-                  f"{last['capped_share']:.0%} (iteration {last['iteration']})")
+            print(
+                f"samples cut at max_new_tokens: {first['capped_share']:.0%} (iteration 0) -> "
+                f"{last['capped_share']:.0%} (iteration {last['iteration']})"
+            )
     print(f"run folder: {run_dir}  (reward_curve.png, metrics.csv, evaluation.json, iter_*/)")
 
 

@@ -27,8 +27,14 @@ class MLPAestheticHead(nn.Module):
         super().__init__()
         # Same layer indices as the published state dict, dropouts included, so it loads key for key.
         self.layers = nn.Sequential(
-            nn.Linear(dim, 1024), nn.Dropout(0.2), nn.Linear(1024, 128), nn.Dropout(0.2),
-            nn.Linear(128, 64), nn.Dropout(0.1), nn.Linear(64, 16), nn.Linear(16, 1),
+            nn.Linear(dim, 1024),
+            nn.Dropout(0.2),
+            nn.Linear(1024, 128),
+            nn.Dropout(0.2),
+            nn.Linear(128, 64),
+            nn.Dropout(0.1),
+            nn.Linear(64, 16),
+            nn.Linear(16, 1),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -40,8 +46,10 @@ def _missing_head(head: str, path: str | None) -> ValueError:
         "v1": "sa_0_4_vit_l_14_linear.pth from github.com/LAION-AI/aesthetic-predictor",
         "v2": "sac+logos+ava1-l14-linearMSE.pth from github.com/christophschuhmann/improved-aesthetic-predictor",
     }[head]
-    return ValueError(f"reward.head_path={path!r} is not a file: the aesthetic reward needs its head weights; "
-                      f"download {source} and set reward.head_path=/path/to/it")
+    return ValueError(
+        f"reward.head_path={path!r} is not a file: the aesthetic reward needs its head weights; "
+        f"download {source} and set reward.head_path=/path/to/it"
+    )
 
 
 class AestheticReward(Reward):

@@ -62,8 +62,14 @@ class DigitClassifierReward(Reward):
     resolution average out to flat grey, so RAFT cannot select for them (reward hacking, paper A.2).
     """
 
-    def __init__(self, box: int = 20, batch_size: int = 256, package: str = "digit_recognizer",
-                 lowpass: int | None = None, target: str = "prompt"):
+    def __init__(
+        self,
+        box: int = 20,
+        batch_size: int = 256,
+        package: str = "digit_recognizer",
+        lowpass: int | None = None,
+        target: str = "prompt",
+    ):
         if not 1 <= box <= 28:
             raise ValueError(f"reward.box must be in [1, 28], got {box}")
         if batch_size < 1:
