@@ -13,6 +13,7 @@ import string
 
 import pytest
 import torch
+from conftest import quiet_trainer
 
 from raft.models import build_tiny_causal_lm, load_causal_lm
 from raft.modules.sft import IGNORE, SFTModule
@@ -80,20 +81,6 @@ class RecordingSFT(SFTModule):
     def __init__(self, model, rows, pad_id, **kwargs):
         RecordingSFT.seen = rows
         super().__init__(model, rows, pad_id, **kwargs)
-
-
-def quiet_trainer():
-    import pytorch_lightning as pl
-
-    return functools.partial(
-        pl.Trainer,
-        max_epochs=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
 
 
 def test_trained_and_scored_ids_are_the_sampled_ids(model_folder, tmp_path):
@@ -231,3 +218,36 @@ def test_ppo_from_a_lora_sft_checkpoint_keeps_the_sft_weights(tmp_path):
     assert torch.allclose(got, want, atol=1e-5)
     saved = json.loads((tmp_path / "ppo" / "adapter_config.json").read_text())
     assert saved["base_model_name_or_path"] == str(tmp_path / "sft")
+
+
+def test_a_teachers_samples_are_reported_under_its_name_and_trained_as_text(tmp_path):
+    """Distillation: the K samples and their rewards are the teacher's; the student never sees its ids."""
+    from raft.loop import RaftLoop
+    from raft.rewards.base import Reward
+    from raft.selection import LocalRanking
+
+    class Length(Reward):
+        def score_batch(self, prompts, responses):
+            return [float(len(r)) for r in responses]
+
+    student = CausalLMPolicy("tiny-llama", sample_dtype="float32", device="cpu")
+    seen = []
+    real_finetune = student.finetune
+    student.finetune = lambda ckpt, samples, *a: seen.extend(samples) or real_finetune(ckpt, samples, *a)
+    teacher = CausalLMPolicy("tiny-llama", sample_dtype="float32", device="cpu", chat_template=False)
+    loop = RaftLoop(
+        policy=student,
+        reward=Length(),
+        sampler=Sampler(K=2, max_new_tokens=6),
+        selector=LocalRanking(),
+        module=functools.partial(SFTModule, lr=1e-3),
+        trainer=quiet_trainer(),
+        run_dir=tmp_path,
+        iterations=1,
+        batch_size=2,
+        teacher=teacher,
+    )
+    [metrics] = loop.run([p for _, p in PROMPTS])
+    assert {"teacher_reward", "teacher_best_of_k_reward", "kl"} <= metrics.keys()
+    assert "policy_reward" not in metrics and "best_of_k_reward" not in metrics
+    assert seen and all(s.response_ids is None and s.prompt_ids is None for s in seen)
