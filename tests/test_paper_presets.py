@@ -307,3 +307,47 @@ def test_launcher_presets(launcher, target):
     if launcher == "slurm":
         assert cfg.hydra.launcher.tasks_per_node == 1 and cfg.hydra.launcher.gpus_per_node == 1
     assert cfg.trainer.devices == 1  # one process per job: never DDP under -m
+
+
+# Each CPU twin is its paper preset on the CPU base (override /experiment/paper: mini/raft or mini/setup) plus
+# these keys, and nothing else: the table's body (K, lambda, beta, filters, evaluation cadence, sweep) is written
+# once, in the paper preset. table7_distillation and the diffusion presets are written per scale (other models,
+# other teachers, other base experiments); setup and raft are the bases themselves.
+TWIN_KEYS = {
+    "evaluate_base": set(),
+    "table3_rows": {"reward"},
+    "table3_main": {"reward", "task.stages.sft.max_examples", "task.stages.reward_model.backbone"}
+    | {"task.stages.reward_model.module", "task.stages.raft.batch_size", "task.stages.raft.iterations"},
+    "table3_ppo": {"reward", "module.minibatch_size", "task.batch_size", "task.iterations"},
+    "table4_k": set(),
+    "table5_temperature": set(),
+    "table6_kl": {"task.iterations"},
+    "figure3_kl": {"task.iterations"},  # mini/figure3_kl is mini/table6_kl's runs
+    "figure1_learning_curve": {"task.iterations"},
+    "global_ranking": {"task.batch_size"},
+    "reward_hacking_filters": {"sampler.temperature"},
+    "expert_prompting": {f"teachers.expert.{k}" for k in ("name_or_path", "system_prompt", "max_length")},
+}
+MINI_SETUP_BASED = {"evaluate_base", "table3_rows", "table3_main", "table3_ppo"}
+
+
+def pop_dotted(container, dotted):
+    *parents, last = dotted.split(".")
+    for key in parents:
+        container = container.get(key, {})
+    return container.pop(last, "<absent>")
+
+
+@pytest.mark.parametrize("preset", sorted(TWIN_KEYS))
+def test_mini_twin_is_its_paper_preset_on_the_cpu_base(preset):
+    base = "mini/setup" if preset in MINI_SETUP_BASED else "mini/raft"
+    mini = compose_with(f"experiment=paper/mini/{preset}")
+    paper = compose_with(f"experiment=paper/{preset}")
+    assert mini.hydra.sweeper.params == paper.hydra.sweeper.params, "the sweep is the paper preset's"
+    on_cpu_base = compose_with(f"experiment=paper/{preset}", f"experiment/paper={base}")
+    ours, theirs = (OmegaConf.to_container(c, resolve=False) for c in (mini, on_cpu_base))
+    for c in (ours, theirs):
+        del c["hydra"], c["name"]
+    for key in sorted(TWIN_KEYS[preset]):
+        assert pop_dotted(ours, key) != pop_dotted(theirs, key), f"{key} is listed but not changed by the twin"
+    assert ours == theirs, "the twin changes only its TWIN_KEYS"
