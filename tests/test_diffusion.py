@@ -15,7 +15,6 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from raft.data.image_prompts import ClassNamePrompts, DigitPrompts
-from raft.loop import RaftLoop
 from raft.modules.denoising import DenoisingModule
 from raft.policies.digits_diffusion import DigitsDiffusionPolicy
 from raft.policies.stable_diffusion import LORA_FILE, MissingWeightsError, StableDiffusionPolicy
@@ -26,6 +25,7 @@ from raft.rewards.image.jpeg import JpegCompressibilityReward
 from raft.samples import read_samples
 from raft.sampling_image import DiffusionSampler
 from raft.selection import LocalRanking
+from raft.tasks.raft import RaftTask
 
 TRAINER = quiet_trainer(max_steps=2, max_epochs=None)
 
@@ -144,19 +144,19 @@ def lora_up_norm(folder) -> float:
 def test_sd_raft_iteration_end_to_end(tiny_sd, tmp_path):
     policy = StableDiffusionPolicy(str(tiny_sd), dtype="float32", lora_rank=2)
     module = functools.partial(DenoisingModule, learning_rate=1e-2, batch_size=2)
-    loop = RaftLoop(
-        policy,
-        JpegCompressibilityReward(),
-        sd_sampler(),
-        LocalRanking(),
-        module,
-        TRAINER,
-        tmp_path,
+    loop = RaftTask(
+        policy=policy,
+        reward=JpegCompressibilityReward(),
+        sampler=sd_sampler(),
+        selector=LocalRanking(),
+        module=module,
+        trainer=TRAINER,
+        output_dir=tmp_path,
         iterations=1,
         batch_size=2,
         track_kl=False,
     )
-    history = loop.run(["a cat", "a dog"])
+    history = loop.run_iterations(["a cat", "a dog"])
     stage = tmp_path / "iter_000"
     scored = [json.loads(line) for line in (stage / "scored.jsonl").read_text().splitlines()]
     assert len(scored) == 6 and all(math.isfinite(s["reward"]) for s in scored)
@@ -307,19 +307,19 @@ def test_digits_policy_pretrain_and_one_raft_iteration(tmp_path, run_dir):
         tiny_digits_policy(tmp_path / "pretrained", seed=1).pretrain()
     sampler = DiffusionSampler(K=3, steps=2, guidance_scale=2.0, resolution=16, batch_size=4)
     module = functools.partial(DenoisingModule, learning_rate=1e-2, batch_size=2)
-    loop = RaftLoop(
-        policy,
-        DigitClassifierReward(),
-        sampler,
-        LocalRanking(),
-        module,
-        TRAINER,
-        run_dir,
+    loop = RaftTask(
+        policy=policy,
+        reward=DigitClassifierReward(),
+        sampler=sampler,
+        selector=LocalRanking(),
+        module=module,
+        trainer=TRAINER,
+        output_dir=run_dir,
         iterations=1,
         batch_size=2,
         track_kl=False,
     )
-    loop.run(DigitPrompts(in_domain=[1, 7]).prompts("train"))
+    loop.run_iterations(DigitPrompts(in_domain=[1, 7]).prompts("train"))
     stage = run_dir / "iter_000"
     image = policy.response_for_reward(read_samples(stage / "samples.jsonl")[0], stage)
     assert image.size == (16, 16) and image.mode == "L"  # sampled above the 8x8 training resolution

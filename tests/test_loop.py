@@ -8,7 +8,6 @@ import pytorch_lightning as pl
 import torch
 from conftest import quiet_trainer
 
-from raft.loop import RaftLoop
 from raft.modules.sft import SFTModule
 from raft.monitor import HackingMonitor
 from raft.policies.causal_lm import CausalLMPolicy
@@ -16,6 +15,7 @@ from raft.rewards.base import Reward
 from raft.samples import read_samples
 from raft.sampling import Sampler
 from raft.selection import GlobalRanking, LocalRanking
+from raft.tasks.raft import RaftTask
 
 PROMPTS = [f"Tell me about topic number {i}" for i in range(6)]
 
@@ -35,18 +35,18 @@ def make_loop(run_dir, **overrides):
         selector=LocalRanking(),
         module=functools.partial(SFTModule, lr=1e-3, batch_size=4),
         trainer=quiet_trainer(max_epochs=1),
-        run_dir=run_dir,
+        output_dir=run_dir,
         iterations=2,
         batch_size=4,
         monitor=HackingMonitor(),
         seed=0,
     )
     args.update(overrides)
-    return RaftLoop(**args)
+    return RaftTask(**args)
 
 
 def test_every_stage_writes_its_file_and_metrics(tmp_path):
-    history = make_loop(tmp_path).run(PROMPTS)
+    history = make_loop(tmp_path).run_iterations(PROMPTS)
     assert [h["iteration"] for h in history] == [0, 1]
     for t in range(2):
         stage = tmp_path / f"iter_{t:03d}"
@@ -78,7 +78,7 @@ def kill_in_iteration_1(loop):
 
     loop.policy.finetune = finetune_then_die
     with pytest.raises(KeyboardInterrupt):
-        loop.run(PROMPTS)
+        loop.run_iterations(PROMPTS)
 
 
 def test_killed_run_resumes_at_the_first_unfinished_stage(tmp_path):
@@ -96,7 +96,7 @@ def test_killed_run_resumes_at_the_first_unfinished_stage(tmp_path):
     again = make_loop(tmp_path)
     real_sample = again.policy.sample
     again.policy.sample = lambda ckpt, *a, **k: calls.append((ckpt, a[1].K)) or real_sample(ckpt, *a, **k)
-    history = again.run(PROMPTS)
+    history = again.run_iterations(PROMPTS)
     assert calls == [(stage / "checkpoint", 1)]
     assert {name: (stage / name).stat().st_mtime_ns for name in written} == written
     assert (tmp_path / "iter_000" / "metrics.json").stat().st_mtime_ns == first_iteration
@@ -104,7 +104,7 @@ def test_killed_run_resumes_at_the_first_unfinished_stage(tmp_path):
 
 
 def test_kl_penalised_ranking_gets_log_probs_on_every_sample(tmp_path):
-    make_loop(tmp_path, selector=LocalRanking(beta=0.1), iterations=1).run(PROMPTS)
+    make_loop(tmp_path, selector=LocalRanking(beta=0.1), iterations=1).run_iterations(PROMPTS)
     scored = read_samples(tmp_path / "iter_000" / "scored.jsonl")
     assert all(s.logp is not None and s.ref_logp is not None and s.logp < 0 for s in scored)
 
@@ -112,7 +112,7 @@ def test_kl_penalised_ranking_gets_log_probs_on_every_sample(tmp_path):
 def test_global_ranking_and_a_teacher_policy(tmp_path):
     teacher = CausalLMPolicy("tiny-llama", sample_dtype="float32", max_length=96)
     loop = make_loop(tmp_path, selector=GlobalRanking(), teacher=teacher, iterations=1, track_kl=False)
-    loop.run(PROMPTS)
+    loop.run_iterations(PROMPTS)
     selected = read_samples(tmp_path / "iter_000" / "selected.jsonl")
     scored = read_samples(tmp_path / "iter_000" / "scored.jsonl")
     assert len(selected) == 4  # 1/K of 12
@@ -127,7 +127,7 @@ def test_lora_adapters_stack_on_the_init_checkpoint(tmp_path):
     policy = CausalLMPolicy(
         "tiny-llama", sample_dtype="float32", max_length=96, lora={"r": 4, "alpha": 8, "dropout": 0.0}
     )
-    make_loop(tmp_path / "run", policy=policy, init_checkpoint=start).run(PROMPTS)
+    make_loop(tmp_path / "run", policy=policy, init_checkpoint=start).run_iterations(PROMPTS)
     adapter = tmp_path / "run" / "iter_001" / "checkpoint"
     saved = json.loads((adapter / "adapter_config.json").read_text())
     assert saved["base_model_name_or_path"] == str(start)
@@ -152,7 +152,7 @@ def test_sigterm_during_fine_tuning_saves_no_checkpoint(tmp_path):
     trainer = quiet_trainer(max_epochs=2, callbacks=[SendSigterm()])
     loop = make_loop(tmp_path, trainer=trainer, iterations=1)
     with pytest.raises(BaseException) as caught:
-        loop.run(PROMPTS)
+        loop.run_iterations(PROMPTS)
     assert "SIGTERM" in type(caught.value).__name__ + str(caught.value)
     assert not (tmp_path / "iter_000" / "checkpoint").exists()
     assert not list((tmp_path / "iter_000").glob(".*partial"))
@@ -162,24 +162,26 @@ def test_sigterm_during_fine_tuning_saves_no_checkpoint(tmp_path):
 def test_a_teacher_can_replay_another_runs_samples(tmp_path):
     from raft.policies.recorded import RecordedSamples
 
-    make_loop(tmp_path / "teacher", track_kl=False).run(PROMPTS)
-    make_loop(tmp_path / "student", track_kl=False, teacher=RecordedSamples(str(tmp_path / "teacher"))).run(PROMPTS)
+    make_loop(tmp_path / "teacher", track_kl=False).run_iterations(PROMPTS)
+    make_loop(tmp_path / "student", track_kl=False, teacher=RecordedSamples(str(tmp_path / "teacher"))).run_iterations(
+        PROMPTS
+    )
     for t in (0, 1):  # stage by stage, the student saw exactly what the teacher's run drew
         teacher = read_samples(tmp_path / "teacher" / f"iter_{t:03d}" / "samples.jsonl")
         student = read_samples(tmp_path / "student" / f"iter_{t:03d}" / "samples.jsonl")
         assert [(s.prompt_idx, s.response) for s in student] == [(s.prompt_idx, s.response) for s in teacher]
     other = make_loop(tmp_path / "other", track_kl=False, seed=1, teacher=RecordedSamples(str(tmp_path / "teacher")))
     with pytest.raises(ValueError, match="same data, seed and task.batch_size"):
-        other.run(PROMPTS)
+        other.run_iterations(PROMPTS)
 
 
 def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path):
     from safetensors.torch import load_file
 
-    make_loop(tmp_path / "straight").run(PROMPTS)
+    make_loop(tmp_path / "straight").run_iterations(PROMPTS)
     kill_in_iteration_1(make_loop(tmp_path / "resumed"))
     torch.manual_seed(12345)  # a new process: whatever state the global generators are in
-    make_loop(tmp_path / "resumed").run(PROMPTS)
+    make_loop(tmp_path / "resumed").run_iterations(PROMPTS)
     straight = load_file(tmp_path / "straight" / "iter_001" / "checkpoint" / "model.safetensors")
     resumed = load_file(tmp_path / "resumed" / "iter_001" / "checkpoint" / "model.safetensors")
     assert straight.keys() == resumed.keys()

@@ -281,7 +281,7 @@ def test_module_validates_its_config():
 # ---------------------------------------------------------------- the PPO task on tiny-llama, with resume
 
 
-def _ppo_task(run_dir, iterations):
+def _ppo_task(run_dir, iterations, **overrides):
     import functools
 
     from raft.data.sources import EverydayPrompts
@@ -293,19 +293,20 @@ def _ppo_task(run_dir, iterations):
     from raft.tasks.ppo import PPOTask
 
     reward = VaderSentiment()
-    return PPOTask(
+    args = dict(
         output_dir=str(run_dir),
         policy=CausalLMPolicy("tiny-llama", sample_dtype="float32", device="cpu"),
         reward=reward,
-        sampler=Sampler(K=4, temperature=0.7, max_new_tokens=6, batch_size=3),
+        sampler=Sampler(K=1, temperature=1.0, max_new_tokens=6, batch_size=3),  # what sampler=ppo gives
         module=functools.partial(PPOModule, lr=1e-3, ppo_epochs=2, minibatch_size=2),
-        trainer=quiet_trainer(max_epochs=2, gradient_clip_val=1.0),
+        trainer=quiet_trainer(max_epochs=1, gradient_clip_val=None),  # as task=ppo's trainer node
         data=EverydayPrompts(n_test=2, limit=8),
         evaluator=Evaluator(reward, Sampler(K=1, temperature=0.7, top_k=40, max_new_tokens=6, batch_size=4), every=2),
         iterations=iterations,
         batch_size=4,
         seed=0,
     )
+    return PPOTask(**{**args, **overrides})
 
 
 def test_ppo_task_writes_a_raft_shaped_run_and_resumes(tmp_path):
@@ -342,6 +343,16 @@ def test_ppo_task_writes_a_raft_shaped_run_and_resumes(tmp_path):
     assert {"policy_reward", "kl", "wall_time_s", "ppo_kl_coef", "ppo_clip_fraction", "peak_rss_mb"} <= set(rows[0])
 
 
+def test_ppo_refuses_more_than_one_sample_per_prompt_and_a_multi_process_launch(tmp_path, monkeypatch):
+    from raft.sampling import Sampler
+
+    with pytest.raises(ValueError, match="sampler.K must be 1"):
+        _ppo_task(tmp_path, iterations=1, sampler=Sampler(K=4, max_new_tokens=6))
+    monkeypatch.setenv("WORLD_SIZE", "2")  # torchrun: PPO's rollouts and updates live in one process
+    with pytest.raises(ValueError, match="runs in one process, but this launch has 2"):
+        _ppo_task(tmp_path, iterations=1)
+
+
 def test_ppo_config_composes_and_builds(tmp_path):
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
@@ -355,6 +366,12 @@ def test_ppo_config_composes_and_builds(tmp_path):
         cfg = compose("config", overrides=overrides)  # task=ppo brings module=ppo itself
         task = instantiate(cfg.task, _convert_="all")
         assert isinstance(task, PPOTask) and task.sampler.K == 1 and task.iterations == 2
+        # what runs is what the composed config says: sampler=ppo, one trainer epoch, the trainer's precision
+        assert (cfg.sampler.K, cfg.sampler.temperature, cfg.sampler.top_k, cfg.sampler.top_p) == (1, 1.0, 0, 1.0)
+        assert task.sampler.temperature == 1.0 and task.precision == cfg.trainer.precision == "bf16-mixed"
+        assert task.trainer.keywords["max_epochs"] == 1 and task.trainer.keywords["gradient_clip_val"] is None
+        with pytest.raises(Exception, match="sampler.K must be 1"):
+            instantiate(compose("config", overrides=overrides + ["sampler.K=4"]).task, _convert_="all")
         assert cfg.module.lr == 1e-5 and cfg.module.lora_rank == 16 and cfg.module.lam == 0.95
         with pytest.raises(Exception, match="task=ppo needs module=ppo"):
             instantiate(compose("config", overrides=overrides + ["module=sft"]).task, _convert_="all")

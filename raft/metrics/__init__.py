@@ -1,1 +1,1 @@
-"""Evaluation metrics: diversity (GEM-metrics definitions) and reference perplexity."""
+"""Metrics: diversity (GEM-metrics definitions), reference perplexity, reward summaries of a stage."""

@@ -1,67 +1,47 @@
-"""`task=ppo`: the PPO baseline of the paper (section 4, appendix C), run folder shaped like a RAFT run.
+"""`task=ppo`: the PPO iteration of the paper's baseline (section 4, appendix C), run by the same runner as RAFT.
 
-Per iteration: sample one response per prompt (temperature 1), score it with the same Reward,
-compute old / reference log-probs and values, let Lightning run the PPO epochs, save a checkpoint.
-`iter_NNN/metrics.json` is written last, so a killed run resumes at the first unfinished iteration.
+Per iteration: sample one response per prompt (`sampler=ppo`: K = 1, temperature 1), score it with the same
+Reward, compute old / reference log-probs and values, let Lightning run the PPO epochs (the module runs
+`ppo_epochs` itself within the trainer's one epoch), save a checkpoint, sample the KL estimate.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
-import time
 from contextlib import nullcontext
-from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
-import pytorch_lightning as pl
 import torch
 
-from raft.atomic import atomic_dir, atomic_write_text
-from raft.loop import kl_samples, mean, prompt_batch, prune_checkpoints, release_memory, training_cost
+from raft.atomic import atomic_dir
+from raft.kl import kl_estimate, kl_samples
 from raft.metrics.diversity import distinct_n, duplicate_share, mean_length, msttr
+from raft.metrics.rewards import mean
 from raft.modules.fitting import fit_to_completion
 from raft.modules.ppo import PPOModule
 from raft.policies.generation import sample_k
 from raft.policies.tokens import stop_token_ids
 from raft.ppo.generation import token_batch
-from raft.resources import peak_memory, reset_peak_memory
+from raft.resources import release_memory
+from raft.runner import Runner
 from raft.samples import Sample, write_samples
-from raft.tasks.summary import plot_run, print_before_after
-from raft.threads import check_torch_threads, use_torch_threads
-from raft.tracking import Tracker
 
 log = logging.getLogger("raft")
 
 
-class PPOTask:
+class PPOTask(Runner):
+    distributed = False  # PPOModule's rollouts and updates live in one process
+
     def __init__(
         self,
-        output_dir: str,
         policy,
         reward,
         sampler,
         module: Callable,
         trainer: Callable,
-        data,
-        evaluator: Any = None,
-        logger: Callable | None = None,
-        iterations: int = 4,
-        batch_size: int = 32,
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        keep_checkpoints: int = 1,
-        seed: int = 0,
-        init_checkpoint: str | None = None,
-        torch_threads: int | None = None,
+        precision: str = "32",
+        **run: Any,  # the runner's: output_dir, data, evaluator, logger, iterations, batch_size, seed, ...
     ):
-        check_torch_threads(torch_threads)
-        if iterations < 1:
-            raise ValueError(f"task.iterations must be >= 1, got {iterations}")
-        if batch_size < 1:
-            raise ValueError(f"task.batch_size (prompts per PPO iteration) must be >= 1, got {batch_size}")
         builds = getattr(module, "func", module)
         if not (isinstance(builds, type) and issubclass(builds, PPOModule)):
             raise ValueError(
@@ -71,76 +51,28 @@ class PPOTask:
             raise ValueError(
                 f"task=ppo needs a causal-LM policy (model=smollm2, tiny, hf_causal_lm), got {type(policy).__name__}"
             )
-        self.run_dir, self.policy, self.reward, self.module, self.trainer = (
-            Path(output_dir),
-            policy,
+        if sampler.K != 1:
+            raise ValueError(f"sampler.K must be 1 for task=ppo (one rollout per prompt: sampler=ppo), got {sampler.K}")
+        super().__init__(policy=policy, **run)
+        self.reward, self.sampler, self.module, self.trainer, self.precision = (
             reward,
+            sampler,
             module,
             trainer,
+            precision,
         )
-        self.data, self.evaluator, self.logger, self.torch_threads = data, evaluator, logger, torch_threads
-        self.init_checkpoint = Path(init_checkpoint) if init_checkpoint else None  # e.g. an SFT stage's output
-        self.iterations, self.batch_size, self.keep_checkpoints, self.seed = (
-            iterations,
-            batch_size,
-            keep_checkpoints,
-            seed,
-        )
-        # PPO samples once per prompt with TRL's untuned generation (paper: temperature 1); only the
-        # length and the generation batch come from the shared sampler config.
-        self.sampler = dataclasses.replace(sampler, K=1, temperature=temperature, top_k=top_k, top_p=top_p)
+        self.ppo = self.tokenizer = None  # loaded when some iteration is left to run, kept across iterations
 
-    # -- the run -------------------------------------------------------------------------------
-    def run(self) -> dict:
-        pl.seed_everything(self.seed, workers=True, verbose=False)
-        use_torch_threads(self.torch_threads)
-        reset_peak_memory()  # this task's own peak, also inside a pipeline
-        # metrics.csv comes from the tracker, as for RAFT; without a logger config, a CSV-only one
-        tracker = self.logger(run_dir=self.run_dir) if self.logger else Tracker(self.run_dir)
-        train_prompts = self.data.prompts("train")
-        test_prompts, references = self.data.prompts("test"), self.data.references("test")
-        before = self.evaluate(
-            self.init_checkpoint, test_prompts, references, self.run_dir / "eval_before", shared=True
-        )
-        history = []
-        ppo = tokenizer = None
-        for t in range(self.iterations):
-            done = self.stage_dir(t) / "metrics.json"
-            if done.exists():
-                history.append(json.loads(done.read_text()))
-                continue
-            if ppo is None:  # load the model only when some iteration is left to run
-                ppo, tokenizer = self.build_module(resume_from=t - 1)
-            history.append(self.iteration(t, ppo, tokenizer, train_prompts, test_prompts, references, tracker))
-        del ppo
-        release_memory()
-        after = {k[5:]: v for k, v in history[-1].items() if k.startswith("eval_")} or self.evaluate(
-            self.checkpoint_dir(self.iterations - 1), test_prompts, references, self.run_dir / "eval_after"
-        )
-        after = {**after, **training_cost(history)}
-        atomic_write_text(self.run_dir / "evaluation.json", json.dumps({"before": before, "after": after}, indent=2))
-        tracker.close()
-        plot_run(history, self.run_dir / "reward_curve.png")
-        print_before_after(before, after, history, self.run_dir)
-        return {"before": before, "after": after, "iterations": history}
-
-    def build_module(self, resume_from: int):
-        """The PPO module on the initial model, with the state of iteration `resume_from` when >= 0."""
-        model, tokenizer = self.policy.load(self.init_checkpoint, "float32")
-        ppo = self.module(model=model)
-        if resume_from >= 0:
-            ppo.load_state(self.checkpoint_dir(resume_from))
-            log.info("PPO: resuming after iteration %d", resume_from)
-        return ppo, tokenizer
-
-    def iteration(self, t: int, ppo, tokenizer, prompts, eval_prompts, eval_references, tracker) -> dict:
-        started = time.time()
-        stage = self.stage_dir(t)
+    # -- one iteration -------------------------------------------------------------------------
+    def step(self, t: int, batch: list[tuple[int, str]]) -> tuple[dict, list[Sample]]:
+        if self.ppo is None:
+            self.ppo, self.tokenizer = self.build_module(resume_from=t - 1)
+        ppo, tokenizer, stage = self.ppo, self.tokenizer, self.stage_dir(t)
         device = self.policy.device
         ppo.to(device).eval()  # Lightning's teardown leaves the module on the CPU
-        batch = prompt_batch(prompts, t, self.batch_size, self.seed)  # the same prompt walk as RAFT's D_t
         torch.manual_seed(self.seed * 100003 + t)  # a resumed iteration samples the same responses
 
+        # 1. roll out: one response per prompt from the current policy
         prompt_ids = [self.policy.encode_prompt(tokenizer, p) for _, p in batch]
         with autocast(device, "bf16" if self.policy.sample_dtype == "bfloat16" else "32"):
             generations = sample_k(
@@ -158,11 +90,11 @@ class PPOTask:
             )
             for (i, p), ids, [g] in zip(batch, prompt_ids, generations)
         ]
+        # 2. score them; old and reference log-probs and values, under the trainer's precision
         scores = self.reward([s.prompt for s in samples], [self.policy.response_for_reward(s, stage) for s in samples])
         self.reward.close()
         input_ids, attention_mask, response_mask = token_batch(samples, tokenizer.pad_token_id)
-
-        with autocast(device, str(getattr(self.trainer, "keywords", {}).get("precision", "32"))):
+        with autocast(device, str(self.precision)):
             rollouts = ppo.score_rollouts(
                 input_ids, attention_mask, response_mask, torch.tensor(scores), batch_size=ppo.hparams.minibatch_size
             )
@@ -173,38 +105,37 @@ class PPOTask:
             s.reward, s.logp, s.ref_logp = reward, lp.item(), ref.item()
         write_samples(stage / "scored.jsonl", samples)
 
+        # 3. update: the PPO epochs over these rollouts, then save policy and state
         ppo.set_rollouts(rollouts)
         ppo.train()  # Lightning 2 keeps the caller's mode; LoRA dropout is part of the recipe (Table 12)
-        trainer = self.trainer(
-            max_epochs=1,
-            gradient_clip_val=None,  # the module clips under manual optimisation
-            default_root_dir=str(stage),
-        )
-        fit_to_completion(trainer, ppo)
+        fit_to_completion(self.trainer(default_root_dir=str(stage)), ppo)
         with atomic_dir(self.checkpoint_dir(t)) as tmp:
             ppo.save_policy(tmp, tokenizer, base=self.init_checkpoint)  # what CausalLMPolicy.load reads
             ppo.save_state(tmp)
         release_memory()
 
+        # 4. how far the policy this update produced has moved from the initial one (as for RAFT)
         kl = kl_samples(
             self.policy, self.checkpoint_dir(t), self.init_checkpoint, batch, self.sampler, stage, self.seed, t
         )
         write_samples(stage / "kl_samples.jsonl", kl)
-        metrics = self.metrics(t, samples, kl, ppo.update_stats())
-        if self.evaluator is not None and eval_prompts and self.evaluator.due(t):
-            result = self.evaluator.evaluate(
-                self.policy, self.checkpoint_dir(t), eval_prompts, eval_references, stage / "eval"
-            )
-            metrics.update({f"eval_{k}": v for k, v in result.items()})
-        metrics["wall_time_s"] = round(time.time() - started, 1)
-        metrics.update(peak_memory())
-        atomic_write_text(stage / "metrics.json", json.dumps(metrics, indent=2))
-        tracker.log_iteration(metrics, samples)
-        prune_checkpoints(self.checkpoint_dir, t, self.keep_checkpoints)
-        return metrics
+        return self.metrics(t, samples, kl, ppo.update_stats()), samples
+
+    def build_module(self, resume_from: int):
+        """The PPO module on the initial model, with the state of iteration `resume_from` when >= 0."""
+        model, tokenizer = self.policy.load(self.init_checkpoint, "float32")
+        ppo = self.module(model=model)
+        if resume_from >= 0:
+            ppo.load_state(self.checkpoint_dir(resume_from))
+            log.info("PPO: resuming after iteration %d", resume_from)
+        return ppo, tokenizer
+
+    def release(self) -> None:
+        self.ppo = self.tokenizer = None
+        release_memory()
 
     # -- bookkeeping ---------------------------------------------------------------------------
-    def metrics(self, t: int, samples: Sequence[Sample], kl: Sequence[Sample], update: dict) -> dict:
+    def metrics(self, t: int, samples: list[Sample], kl: list[Sample], update: dict) -> dict:
         rewards = [s.reward for s in samples]
         texts = [s.response for s in samples]
         # PPO trains on every sample (K = 1, no selection): best-of-K and "selected" are the samples themselves
@@ -219,21 +150,10 @@ class PPOTask:
             "selected_length": mean_length(texts),
             "selected_duplicate_share": duplicate_share(texts),
             "capped_share": mean([float(s.truncated) for s in samples]),
-            "kl": mean([s.logp - s.ref_logp for s in kl]),
+            "kl": kl_estimate(kl),
         }  # the policy this stage produced, as for RAFT
         metrics.update({f"ppo_{k}": v for k, v in update.items()})  # ppo_kl: the rollouts' (entering policy)
         return metrics
-
-    def evaluate(self, checkpoint, prompts, references, out_dir: Path, shared: bool = False) -> dict:
-        if self.evaluator is None or not prompts:
-            return {}
-        return self.evaluator.evaluate(self.policy, checkpoint, prompts, references, out_dir, shared)
-
-    def stage_dir(self, t: int) -> Path:
-        return self.run_dir / f"iter_{t:03d}"
-
-    def checkpoint_dir(self, t: int) -> Path:
-        return self.stage_dir(t) / "checkpoint"
 
 
 def autocast(device: torch.device, precision: str):

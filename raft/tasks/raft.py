@@ -1,101 +1,166 @@
-"""`task=raft`: evaluate the initial policy, run the RAFT loop, evaluate the result, report."""
+"""`task=raft`: the RAFT iteration (paper section 3.2): sample K per prompt, score, select the best, fine-tune.
+
+The runner (raft/runner.py) evaluates the start, calls `step` once per iteration and evaluates the end.
+Every stage writes its result into `<run>/iter_NNN/` atomically, and a stage whose file exists is
+not run again, so the same command restarted after a kill resumes at the first unfinished stage.
+Stages only meet through those files and through `Policy` / `Reward`, so each can move to another
+engine (vLLM sampling, a distributed trainer) without touching this file.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import pytorch_lightning as pl
+from raft.atomic import atomic_dir, atomic_write_text
+from raft.distributed import train_along, wait_for
+from raft.filters import apply_filters
+from raft.kl import add_log_probs, kl_estimate, kl_samples
+from raft.metrics.rewards import mean, reward_metrics
+from raft.policies.base import Policy
+from raft.resources import release_memory
+from raft.rewards.base import Reward
+from raft.runner import Runner, seed_stage
+from raft.samples import Sample, read_samples, write_samples
 
-from raft.atomic import atomic_write_text
-from raft.distributed import is_rank_zero
-from raft.loop import RaftLoop, training_cost
-from raft.resources import reset_peak_memory
-from raft.tasks.summary import plot_run, print_before_after
-from raft.threads import check_torch_threads, use_torch_threads
+log = logging.getLogger("raft")
 
 
-class RaftTask:
+class RaftTask(Runner):
     def __init__(
         self,
-        output_dir: str,
-        policy,
-        reward,
-        sampler,
-        selector,
+        policy: Policy,
+        reward: Reward,
+        sampler: Any,
+        selector: Callable,
         module: Callable,
         trainer: Callable,
-        data,
         filters: Sequence[Callable] = (),
-        evaluator: Any = None,
         monitor: Any = None,
-        logger: Callable | None = None,
-        teacher=None,
-        iterations: int = 4,
-        batch_size: int = 32,
+        teacher: Policy | None = None,
         track_kl: bool = True,
-        keep_checkpoints: int = 1,
-        seed: int = 0,
-        init_checkpoint: str | None = None,
-        torch_threads: int | None = None,
+        **run: Any,  # the runner's: output_dir, data, evaluator, logger, iterations, batch_size, seed, ...
     ):
-        check_torch_threads(torch_threads)
-        self.torch_threads = torch_threads
-        self.run_dir, self.data, self.evaluator, self.logger, self.seed = (
-            Path(output_dir),
-            data,
-            evaluator,
-            logger,
-            seed,
-        )
-        self.policy, self.reward = policy, reward
-        self.loop_args = dict(
-            policy=policy,
-            reward=reward,
-            sampler=sampler,
-            selector=selector,
-            module=module,
-            trainer=trainer,
-            run_dir=self.run_dir,
-            iterations=iterations,
-            batch_size=batch_size,
-            filters=filters,
-            evaluator=evaluator,
-            monitor=monitor,
-            teacher=teacher,
-            track_kl=track_kl,
-            keep_checkpoints=keep_checkpoints,
-            seed=seed,
-            init_checkpoint=init_checkpoint,
-        )
-        RaftLoop(**self.loop_args)  # validate the loop's own arguments now, before any model loads
+        super().__init__(policy=policy, **run)
+        self.reward, self.sampler, self.selector, self.module, self.trainer = reward, sampler, selector, module, trainer
+        self.filters, self.monitor, self.teacher, self.track_kl = list(filters), monitor, teacher, track_kl
 
-    def run(self) -> dict:
-        pl.seed_everything(self.seed, workers=True, verbose=False)
-        use_torch_threads(self.torch_threads)
-        reset_peak_memory()  # this task's own peak, also inside a pipeline
-        if not is_rank_zero():  # another process of a multi-GPU launch: it only joins the fine-tuning
-            RaftLoop(**self.loop_args).run(self.data.prompts("train"))
-            return {}
-        tracker = self.logger(run_dir=self.run_dir) if self.logger else None
-        loop = RaftLoop(**self.loop_args, tracker=tracker)
-        test_prompts, references = self.data.prompts("test"), self.data.references("test")
-        before = self.evaluate(loop.checkpoint(-1), test_prompts, references, "eval_before", shared=True)
-        history = loop.run(self.data.prompts("train"), test_prompts, references)
-        after = {k[5:]: v for k, v in history[-1].items() if k.startswith("eval_")} or self.evaluate(
-            loop.last_checkpoint(), test_prompts, references, f"eval_after_{loop.last_checkpoint().parent.name}"
-        )  # per checkpoint: runs can be extended
-        after = {**after, **training_cost(history)}
-        result = {"before": before, "after": after, "iterations": history}
-        atomic_write_text(self.run_dir / "evaluation.json", json.dumps({"before": before, "after": after}, indent=2))
-        if tracker is not None:
-            tracker.close()
-        plot_run(history, self.run_dir / "reward_curve.png")
-        print_before_after(before, after, history, self.run_dir)
-        return result
+    # -- one iteration -------------------------------------------------------------------------
+    def step(self, t: int, batch: list[tuple[int, str]]) -> tuple[dict, list[Sample]]:
+        stage = self.stage_dir(t)
+        checkpoint = self.checkpoint(t - 1)
+        # 1. sample K responses per prompt (from a teacher when one is given: distillation)
+        source, source_ckpt = (self.teacher, None) if self.teacher else (self.policy, checkpoint)
+        seed_stage(self.seed, t)
+        samples = self.stage(stage / "samples.jsonl", lambda: source.sample(source_ckpt, batch, self.sampler, stage))
+        # 2. score them (and add log-probabilities where the ranking is KL-penalised)
+        scored = self.stage(stage / "scored.jsonl", lambda: self.score(samples, stage, checkpoint))
+        # 3. select the best (local / global / KL-penalised), then drop reward-hacking samples
+        selected = self.stage(stage / "selected.jsonl", lambda: self.select(scored, stage))
+        # 4. fine-tune the current policy on the selected set
+        if not self.checkpoint_dir(t).exists():
+            seed_stage(self.seed, t)  # a resumed run shuffles and drops out as the uninterrupted one did
+            with atomic_dir(self.checkpoint_dir(t)) as tmp:
+                self.policy.finetune(checkpoint, self.training_set(selected), tmp, self.module, self.trainer)
+            release_memory()
+        # 5. how far the policy this stage produced has moved from the initial one
+        kl = self.stage(stage / "kl_samples.jsonl", lambda: self.kl_samples(t, batch)) if self.tracks_kl else []
+        return self.metrics(t, scored, selected, kl, stage), selected
 
-    def evaluate(self, checkpoint, prompts, references, folder: str, shared: bool = False) -> dict:
-        if self.evaluator is None or not prompts:
-            return {}
-        return self.evaluator.evaluate(self.policy, checkpoint, prompts, references, self.run_dir / folder, shared)
+    def follow(self, t: int) -> None:
+        """Every rank but 0 (torchrun, SLURM tasks): wait for rank 0's selection and join the distributed
+        fine-tuning (rank 0 saves the checkpoint); the runner then waits for rank 0 to finish the stage."""
+        selected = read_samples(wait_for(self.stage_dir(t) / "selected.jsonl"))
+        if not self.checkpoint_dir(t).exists():  # rank 0 cannot finish a distributed fit without this rank
+            seed_stage(self.seed, t)
+            train_along(
+                self.run_dir,
+                lambda scratch: self.policy.finetune(
+                    self.checkpoint(t - 1), self.training_set(selected), scratch, self.module, self.trainer
+                ),
+            )
+            release_memory()
+
+    # -- stages --------------------------------------------------------------------------------
+    def stage(self, path: Path, produce: Callable[[], list[Sample]]) -> list[Sample]:
+        if path.exists():
+            return read_samples(path)
+        samples = produce()
+        write_samples(path, samples)
+        release_memory()
+        return samples
+
+    def score(self, samples: list[Sample], stage: Path, checkpoint: Path | None) -> list[Sample]:
+        responses = [self.policy.response_for_reward(s, stage) for s in samples]
+        rewards = self.reward([s.prompt for s in samples], responses)
+        self.reward.close()  # never hold the reward model while the policy trains
+        for s, r in zip(samples, rewards):
+            s.reward = r
+        if getattr(self.selector, "needs_log_probs", False):  # KL-penalised ranking (eq. 5): every sample
+            add_log_probs(self.policy, samples, checkpoint, self.init_checkpoint)
+        return samples
+
+    def select(self, scored: list[Sample], stage: Path) -> list[Sample]:
+        removed: dict[str, int] = {}
+        if getattr(self.sampler, "truncated", "train") == "drop":  # rank only what the model finished
+            finished = [s for s in scored if not s.truncated]
+            removed["truncated"] = len(scored) - len(finished)
+            scored = finished
+        selected = self.selector(scored)
+        kept, filtered = apply_filters(self.filters, selected, stage)
+        removed.update(filtered)
+        if any(removed.values()):
+            log.warning(
+                "removed before or after selection: %s (%d selected of %d samples)",
+                removed,
+                len(kept),
+                len(scored) + removed.get("truncated", 0),
+            )
+        atomic_write_text(stage / "filtered.json", json.dumps(removed))
+        return kept
+
+    def training_set(self, selected: list[Sample]) -> list[Sample]:
+        """A teacher's token ids belong to its tokenizer: the student is trained on the text, tokenised its own way."""
+        return [s.as_text() for s in selected] if self.teacher is not None else selected
+
+    @property
+    def tracks_kl(self) -> bool:
+        return self.track_kl and type(self.policy).log_probs is not Policy.log_probs
+
+    def kl_samples(self, t: int, batch: list[tuple[int, str]]) -> list[Sample]:
+        return kl_samples(
+            self.policy,
+            self.checkpoint_dir(t),
+            self.init_checkpoint,
+            batch,
+            self.sampler,
+            self.stage_dir(t),
+            self.seed,
+            t,
+        )
+
+    # -- bookkeeping ---------------------------------------------------------------------------
+    def metrics(self, t, scored, selected, kl, stage) -> dict:
+        # with a teacher the K samples are the teacher's: their rewards are reported under its name
+        who = "teacher" if self.teacher is not None else "policy"
+        metrics = {
+            "iteration": t,
+            **reward_metrics(scored, who),
+            "selected_reward": mean([s.reward for s in selected]),
+            "selected_n": len(selected),
+        }
+        if scored and scored[0].finish_reason is not None:  # text samples: the share cut at max_new_tokens
+            metrics["capped_share"] = mean([float(s.truncated) for s in scored])
+            metrics["selected_capped_share"] = mean([float(s.truncated) for s in selected])
+        if kl:  # KL(p_theta || p_0) of the policy this stage produced (see raft/kl.py)
+            metrics["kl"] = kl_estimate(kl)
+        filtered = stage / "filtered.json"
+        if filtered.exists():
+            metrics.update({f"filtered_{k}": v for k, v in json.loads(filtered.read_text()).items()})
+        if self.monitor is not None and self.policy.modality == "text":
+            # diversity of the selected set against iteration 0: where reward hacking shows first
+            texts = [s.response for s in selected]
+            metrics.update(self.monitor.update(t, texts, baseline_dir=self.run_dir / "iter_000"))
+        return metrics
