@@ -130,7 +130,7 @@ def test_paper_scale_settings(preset):
     assert cfg.reward.path == "outputs/paper/open-llama-3b-rm"
     if preset == "table3_ppo":
         assert cfg.module._target_ == "raft.modules.ppo.PPOModule" and cfg.module.lr == 1e-5
-        assert cfg.task.batch_size == 2048 and cfg.task.temperature == 1.0
+        assert cfg.task.batch_size == 2048 and (cfg.sampler.K, cfg.sampler.temperature) == (1, 1.0)
         return
     assert cfg.module._target_ == "raft.modules.sft.SFTModule"
     assert cfg.module.lr == 2e-5 and cfg.module.scheduler == "linear"
@@ -264,8 +264,8 @@ def test_mini_twins_instantiate_their_cheap_parts(preset, monkeypatch, tmp_path)
     # the whole RAFT task builds (constructors validate; weights load lazily, on first use)
     cfg.task.output_dir = str(tmp_path)  # ${hydra:runtime.output_dir} exists only inside a Hydra run
     task = instantiate(cfg.task, _convert_="all")
-    assert task.loop_args["batch_size"] == (64 if preset == "global_ranking" else 8)  # global: b*K samples
-    assert task.loop_args["iterations"] >= 2
+    assert task.batch_size == (64 if preset == "global_ranking" else 8)  # global: b*K samples
+    assert task.iterations >= 2
 
 
 def test_mini_pipeline_points_raft_at_what_sft_and_reward_model_write():

@@ -222,7 +222,7 @@ def test_ppo_from_a_lora_sft_checkpoint_keeps_the_sft_weights(tmp_path):
 
 def test_a_teachers_samples_are_reported_under_its_name_and_trained_as_text(tmp_path):
     """Distillation: the K samples and their rewards are the teacher's; the student never sees its ids."""
-    from raft.loop import RaftLoop
+    from raft.tasks.raft import RaftTask
     from raft.rewards.base import Reward
     from raft.selection import LocalRanking
 
@@ -235,19 +235,19 @@ def test_a_teachers_samples_are_reported_under_its_name_and_trained_as_text(tmp_
     real_finetune = student.finetune
     student.finetune = lambda ckpt, samples, *a: seen.extend(samples) or real_finetune(ckpt, samples, *a)
     teacher = CausalLMPolicy("tiny-llama", sample_dtype="float32", device="cpu", chat_template=False)
-    loop = RaftLoop(
+    loop = RaftTask(
         policy=student,
         reward=Length(),
         sampler=Sampler(K=2, max_new_tokens=6),
         selector=LocalRanking(),
         module=functools.partial(SFTModule, lr=1e-3),
         trainer=quiet_trainer(),
-        run_dir=tmp_path,
+        output_dir=tmp_path,
         iterations=1,
         batch_size=2,
         teacher=teacher,
     )
-    [metrics] = loop.run([p for _, p in PROMPTS])
+    [metrics] = loop.run_iterations([p for _, p in PROMPTS])
     assert {"teacher_reward", "teacher_best_of_k_reward", "kl"} <= metrics.keys()
     assert "policy_reward" not in metrics and "best_of_k_reward" not in metrics
     assert seen and all(s.response_ids is None and s.prompt_ids is None for s in seen)
