@@ -222,9 +222,9 @@ def test_ppo_from_a_lora_sft_checkpoint_keeps_the_sft_weights(tmp_path):
 
 def test_a_teachers_samples_are_reported_under_its_name_and_trained_as_text(tmp_path):
     """Distillation: the K samples and their rewards are the teacher's; the student never sees its ids."""
-    from raft.tasks.raft import RaftTask
     from raft.rewards.base import Reward
     from raft.selection import LocalRanking
+    from raft.tasks.raft import RaftTask
 
     class Length(Reward):
         def score_batch(self, prompts, responses):
