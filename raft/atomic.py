@@ -1,13 +1,32 @@
-"""Atomic writes: a stage's output either exists whole or not at all, so a killed run resumes cleanly."""
+"""Atomic writes: a stage's output either exists whole or not at all, so a killed run resumes cleanly.
+
+Files and folders are fsynced before they are renamed into place, and the parent folder after, so a
+power cut cannot leave a renamed but empty file. A folder written by `atomic_dir` carries a manifest of
+its files and sizes (and each safetensors file's header); `is_complete` checks it, so a resumed run
+redoes a stage whose weights were truncated or damaged instead of trusting the folder.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
+import struct
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+
+MANIFEST = "MANIFEST.json"
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -23,6 +42,48 @@ def atomic_write_text(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync(path.parent)
+
+
+def safetensors_header(path: Path) -> str | None:
+    """A hash of a safetensors file's header (tensor names, shapes, offsets); None if it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            (size,) = struct.unpack("<Q", f.read(8))
+            header = f.read(size)
+        if len(header) != size:
+            return None
+        offsets = [
+            end
+            for meta in json.loads(header).values()
+            if isinstance(meta, dict)
+            for end in meta.get("data_offsets", [])[1:]
+        ]
+        if 8 + size + max(offsets, default=0) != path.stat().st_size:
+            return None  # the header promises more (or fewer) bytes than the file has
+    except (OSError, ValueError, struct.error):
+        return None
+    return hashlib.sha256(header).hexdigest()[:16]
+
+
+def manifest_of(folder: Path) -> dict:
+    files = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST):
+        entry = {"size": path.stat().st_size}
+        if path.suffix == ".safetensors":
+            entry["header"] = safetensors_header(path)
+        files[path.relative_to(folder).as_posix()] = entry
+    return {"files": files}
+
+
+def is_complete(folder: Path) -> bool:
+    """Whether `folder` was finished by atomic_dir and still holds exactly what its manifest lists."""
+    folder = Path(folder)
+    try:
+        recorded = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False
+    return manifest_of(folder) == recorded
 
 
 @contextmanager
@@ -31,13 +92,17 @@ def atomic_dir(path: Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(tmp, ignore_errors=True)  # a killed earlier attempt's scratch
     tmp.mkdir()
     try:
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    (tmp / MANIFEST).write_text(json.dumps(manifest_of(tmp), indent=1))
+    for file in [p for p in tmp.rglob("*") if p.is_file()] + [tmp]:
+        _fsync(file)
     if path.exists():
         shutil.rmtree(path)
     os.replace(tmp, path)
+    _fsync(path.parent)

@@ -17,6 +17,7 @@ import torch
 
 from raft.atomic import atomic_write_text
 from raft.evaluation_cache import describe, evaluation_key, restore, store
+from raft.locks import file_lock
 from raft.metrics.diversity import diversity_report
 from raft.samples import Sample, read_samples, write_samples
 
@@ -64,14 +65,15 @@ class Evaluator:
             return json.loads(cached.read_text())
         prompts = list(prompts)[: self.n_prompts]
         references = list(references)[: len(prompts)] if references is not None else None
-        key = None
-        if shared and self.cache_dir is not None:
-            settings = {"sampler": describe(self.sampler), "best_of_k": self.best_of_k, "seed": self.seed}
-            key = evaluation_key(policy, checkpoint, self.reward, settings, prompts, references)
+        if not (shared and self.cache_dir is not None):
+            return self._evaluate(policy, checkpoint, prompts, references, out_dir)
+        settings = {"sampler": describe(self.sampler), "best_of_k": self.best_of_k, "seed": self.seed}
+        key = evaluation_key(policy, checkpoint, self.reward, settings, prompts, references)
+        locks = self.cache_dir.with_name(self.cache_dir.name + ".locks")  # beside the cache: entries stay alone
+        with file_lock(locks / key):  # parallel sweep jobs: one evaluates, the others copy its result
             if restore(self.cache_dir, key, out_dir):
                 return json.loads(cached.read_text())
-        metrics = self._evaluate(policy, checkpoint, prompts, references, out_dir)
-        if key is not None:
+            metrics = self._evaluate(policy, checkpoint, prompts, references, out_dir)
             store(self.cache_dir, key, out_dir)
         return metrics
 

@@ -17,7 +17,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from raft.atomic import atomic_dir
+from raft.atomic import atomic_dir, is_complete
 
 
 def describe(obj: Any) -> dict:
@@ -57,7 +57,7 @@ def evaluation_key(policy, checkpoint: Path | None, reward, evaluator_settings: 
 def restore(cache_dir: Path, key: str, out_dir: Path) -> bool:
     """Copy a stored evaluation into out_dir; False when there is none."""
     entry = Path(cache_dir) / key
-    if not (entry / "eval_metrics.json").is_file():
+    if not is_complete(entry):
         return False
     shutil.copytree(entry, out_dir, dirs_exist_ok=True)
     return True

@@ -24,9 +24,19 @@ def run_dirname(overrides: str) -> str:
     if not overrides:
         return "default"
     name = re.sub(r"[^A-Za-z0-9_.,=+-]+", "_", overrides).strip("_")
+    digest = "-" + hashlib.sha1(overrides.encode()).hexdigest()[:10]
     if len(name) > 120:  # long override lists keep a readable head and a hash of the whole
-        name = name[:100] + "-" + hashlib.sha1(overrides.encode()).hexdigest()[:10]
+        return name[:100] + digest
+    if name != overrides:  # characters were replaced: the hash keeps 'a b' and 'a_b' in different folders
+        return name + digest
     return name
+
+
+def run_name(name: str) -> str:
+    """`${raft_name:${name}}`: the run's name as one folder under outputs/, never a path that leaves it."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", str(name)) or ".." in str(name):
+        raise ValueError(f"name={name!r} must be one folder name (letters, digits, '_', '.', '+', '-'; no '/', '..')")
+    return str(name)
 
 
 def with_keys(node: DictConfig, changes: DictConfig) -> DictConfig:
@@ -40,6 +50,8 @@ def register() -> None:
         OmegaConf.register_new_resolver("raft_dirname", run_dirname)
     if not OmegaConf.has_resolver("raft_asset"):
         OmegaConf.register_new_resolver("raft_asset", asset_path)
+    if not OmegaConf.has_resolver("raft_name"):
+        OmegaConf.register_new_resolver("raft_name", run_name)
     if not OmegaConf.has_resolver("raft_with"):
         OmegaConf.register_new_resolver("raft_with", with_keys)
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from raft.atomic import atomic_dir
+from raft.atomic import atomic_dir, is_complete
+from raft.locks import file_lock
 from raft.models.cache import cache_root
 
 ALIAS = "smollm2-135m-instruct"
@@ -28,8 +29,15 @@ def gguf_path() -> Path:
 def smollm2_folder() -> Path:
     """Return a Hugging Face folder with SmolLM2-135M-Instruct, converting the GGUF on first use."""
     folder = cache_root() / "smollm2-135m-instruct"
-    if (folder / "config.json").exists():
+    if is_complete(folder):
         return folder
+    with file_lock(folder.with_name(folder.name + ".lock")):  # parallel sweep jobs convert it once
+        if not is_complete(folder):
+            _convert(folder)
+    return folder
+
+
+def _convert(folder: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
     gguf = gguf_path()
@@ -44,4 +52,3 @@ def smollm2_folder() -> Path:
     with atomic_dir(folder) as tmp:
         plain.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-    return folder

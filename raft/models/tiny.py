@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from raft.atomic import atomic_dir
+from raft.atomic import atomic_dir, is_complete
+from raft.locks import file_lock
 from raft.models.cache import cache_root
 
 TINY_ALIAS = "tiny-llama"
@@ -66,7 +67,9 @@ def build_tiny_causal_lm(folder: str | Path, hidden_size: int = 64, layers: int 
 def tiny_folder() -> Path:
     """The `tiny-llama` alias: built once into raft's cache folder."""
     folder = cache_root() / TINY_ALIAS
-    if not (folder / "config.json").exists():
-        with atomic_dir(folder) as tmp:
-            build_tiny_causal_lm(tmp)
+    if not is_complete(folder):
+        with file_lock(folder.with_name(folder.name + ".lock")):  # parallel jobs build it once
+            if not is_complete(folder):
+                with atomic_dir(folder) as tmp:
+                    build_tiny_causal_lm(tmp)
     return folder

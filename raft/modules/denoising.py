@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
+from raft.modules.fitting import finite
+
 
 class DenoisingModule(pl.LightningModule):
     def __init__(
@@ -94,4 +96,4 @@ class DenoisingModule(pl.LightningModule):
         (idx,) = batch
         loss = self.denoising_loss(self.inputs[idx.cpu()].to(self.device), self._batch_conditions(idx.cpu()))
         self.log("train_loss", loss, prog_bar=True, batch_size=len(idx))
-        return loss
+        return finite(loss, self)

@@ -7,6 +7,23 @@ atomic folder be discarded, so the next run redoes it.
 
 from __future__ import annotations
 
+import torch
+
+
+class NonFiniteLoss(FloatingPointError):
+    """A training loss went NaN or infinite: the stage's weights are garbage and must not be saved."""
+
+
+def finite(loss: torch.Tensor, module) -> torch.Tensor:
+    """`loss`, or an error that ends the fit (so no checkpoint of the stage is saved as finished)."""
+    if not torch.isfinite(loss.detach()).all():
+        step = module.trainer.global_step if module._trainer is not None else "?"
+        raise NonFiniteLoss(
+            f"{type(module).__name__}: training loss is {loss.item()} at step {step}; the stage was "
+            "not saved (lower module.lr, check the data, or train in fp32: trainer.precision=32)"
+        )
+    return loss
+
 
 class TrainingInterrupted(RuntimeError):
     """Training stopped before the end; its partial result must not be saved."""

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 
 from raft.data.preference_pairs import Pair
 from raft.models.reward_model import DEFAULT_TEMPLATE, encode, format_texts, scalar_scores
+from raft.modules.fitting import finite
 
 
 def bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:
@@ -99,7 +100,7 @@ class RewardModelModule(pl.LightningModule):
         return loss
 
     def training_step(self, batch, batch_idx):
-        return self._step(batch, "train")
+        return finite(self._step(batch, "train"), self)
 
     def validation_step(self, batch, batch_idx):
         self._step(batch, "val")

@@ -8,6 +8,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
+from raft.modules.fitting import finite
+
 IGNORE = -100
 
 
@@ -73,7 +75,7 @@ class SFTModule(pl.LightningModule):
         logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         loss = response_loss(logits, batch["labels"])
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["input_ids"]))
-        return loss
+        return finite(loss, self)
 
     def configure_optimizers(self):
         params = [p for p in self.model.parameters() if p.requires_grad]

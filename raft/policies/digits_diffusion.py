@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from raft.atomic import atomic_dir, atomic_write_text
 from raft.images import open_image, save_png, stage_dir_of
+from raft.locks import file_lock
 from raft.models.digits import NULL_CLASS, build_digits_unet, digit_of_prompt, digits_dataset
 from raft.modules.denoising import DenoisingModule
 from raft.policies.base import Policy
@@ -87,7 +88,13 @@ class DigitsDiffusionPolicy(Policy):
 
     # ---- pretraining -------------------------------------------------------------------------------
     def pretrain(self) -> Path:
-        """Train the initial model unless `pretrained_dir` already holds one made with the same settings."""
+        """Train the initial model unless `pretrained_dir` already holds one made with the same settings.
+
+        Under a file lock: the jobs of a parallel sweep share the folder, and one of them trains it."""
+        with file_lock(self.pretrained_dir.with_name(self.pretrained_dir.name + ".lock")):
+            return self._pretrain()
+
+    def _pretrain(self) -> Path:
         marker = self.pretrained_dir / "pretrain.json"
         if marker.is_file():
             saved = json.loads(marker.read_text())

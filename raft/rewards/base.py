@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from typing import Any, Sequence
 
@@ -24,8 +25,30 @@ class Reward(ABC):
             raise ValueError(f"reward got {len(prompts)} prompts but {len(responses)} responses")
         scores: list[float] = []
         for i in range(0, len(prompts), self.batch_size):
-            scores += self.score_batch(prompts[i : i + self.batch_size], responses[i : i + self.batch_size])
-        return [float(s) for s in scores]
+            batch = self.score_batch(prompts[i : i + self.batch_size], responses[i : i + self.batch_size])
+            scores += checked(self, batch, len(prompts[i : i + self.batch_size]), offset=i)
+        return scores
 
     def close(self) -> None:  # noqa: B027 (a default that does nothing, not an abstract method)
         """Free any weights held. Called by the loop when scoring is done."""
+
+
+def checked(reward: Reward, scores: Any, expected: int, offset: int = 0) -> list[float]:
+    """One finite float per input, or a one-line error naming the reward: a NaN must never be ranked."""
+    name = type(reward).__name__
+    try:
+        values = list(scores)
+    except TypeError:
+        raise ValueError(f"reward {name} returned {type(scores).__name__}, not one score per response") from None
+    if len(values) != expected:
+        raise ValueError(f"reward {name} returned {len(values)} scores for {expected} responses")
+    out = []
+    for i, value in enumerate(values):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"reward {name} returned {value!r} for response {offset + i}, not a number") from None
+        if not math.isfinite(number):
+            raise ValueError(f"reward {name} returned {number} for response {offset + i}; scores must be finite")
+        out.append(number)
+    return out
