@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 import pytorch_lightning as pl
 import torch
 
-from raft.atomic import atomic_write_text
+from raft.atomic import atomic_write_text, is_complete
 from raft.distributed import is_rank_zero, wait_for, world_size
 from raft.policies.base import Policy
 from raft.resources import peak_memory, reset_peak_memory
@@ -125,6 +125,7 @@ class Runner:
         if not is_rank_zero():
             self.follow(t)
             return json.loads(wait_for(done).read_text())
+        self.check_previous(t, prompts, eval_prompts, eval_references, tracker)
         started = time.time()
         metrics, trained_on = self.step(t, prompt_batch(prompts, t, self.batch_size, self.seed))
         if self.evaluator is not None and eval_prompts and self.evaluator.due(t):
@@ -140,6 +141,22 @@ class Runner:
             tracker.log_iteration(metrics, trained_on)
         prune_checkpoints(self.checkpoint_dir, t, self.keep_checkpoints)
         return metrics
+
+    def check_previous(self, t: int, prompts, eval_prompts, eval_references, tracker) -> None:
+        """Iteration t starts from checkpoint t - 1: if that folder fails its manifest check (truncated or
+        damaged weights), redo iteration t - 1 when the checkpoint before it is still there, else say how."""
+        previous = self.checkpoint_dir(t - 1)
+        if t == 0 or is_complete(previous):
+            return
+        if t >= 2 and not is_complete(self.checkpoint_dir(t - 2)):
+            raise ValueError(
+                f"{previous} is damaged or incomplete (its manifest check failed) and iteration {t - 1} cannot be "
+                f"redone: {self.checkpoint_dir(t - 2)} was pruned (task.keep_checkpoints={self.keep_checkpoints}); "
+                "start a new run folder, or keep more checkpoints"
+            )
+        log.warning("%s failed its manifest check: redoing iteration %d", previous, t - 1)
+        (self.stage_dir(t - 1) / "metrics.json").unlink(missing_ok=True)
+        self.iteration(t - 1, prompts, eval_prompts, eval_references, tracker)
 
     def log(self, t: int, metrics: dict) -> None:
         who = "teacher" if "teacher_reward" in metrics else "policy"  # a teacher's samples carry its name

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import math
 import os
@@ -78,7 +79,9 @@ class Tracker:
             raise ValueError(f"logger.table_rows must be >= 0, got {table_rows}")
         self.run_dir = Path(run_dir)
         self.csv_path = self.run_dir / "metrics.csv"
-        self.rows: list[dict[str, Any]] = read_metrics_csv(self.csv_path)  # earlier life of a resumed run
+        self.rows: list[dict[str, Any]] = self._derived_rows()  # earlier life of a resumed run
+        if list(self.run_dir.glob("iter_*/metrics.json")):
+            self._write_csv()  # a run killed between metrics.json and the CSV gets its row back now
         self.table_rows = table_rows
         self._wandb_run = None
         if wandb:
@@ -89,8 +92,7 @@ class Tracker:
     # -- the loop's interface ------------------------------------------------------------------
     def log_iteration(self, metrics: Mapping[str, Any], samples: Sequence[Sample] | None = None) -> None:
         iteration = int(metrics["iteration"])
-        self.rows = [r for r in self.rows if int(float(r["iteration"])) != iteration] + [dict(metrics)]
-        self.rows.sort(key=lambda r: int(float(r["iteration"])))
+        self.rows = self._derived_rows({iteration: dict(metrics)})
         self._write_csv()
         if self._wandb_run is not None:
             try:
@@ -107,6 +109,19 @@ class Tracker:
             self._wandb_run = None
 
     # -- CSV -----------------------------------------------------------------------------------
+    def _derived_rows(self, latest: Mapping[int, dict] | None = None) -> list[dict[str, Any]]:
+        """The CSV's rows rebuilt from what the run wrote: the finished iterations' metrics.json files (the
+        source of truth), the rows already in metrics.csv for anything else, and the row being logged."""
+        rows = {int(float(r["iteration"])): r for r in read_metrics_csv(self.csv_path)}
+        for path in self.run_dir.glob("iter_*/metrics.json"):
+            try:
+                metrics = json.loads(path.read_text())
+                rows[int(metrics["iteration"])] = metrics
+            except (OSError, ValueError, KeyError):
+                continue  # not a finished iteration's record
+        rows.update(latest or {})
+        return [rows[t] for t in sorted(rows)]
+
     def _write_csv(self) -> None:
         keys = list(dict.fromkeys(k for row in self.rows for k in row))
         columns = [c for c in COLUMNS if c in keys] + [k for k in keys if k not in COLUMNS]

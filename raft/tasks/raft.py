@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from raft.atomic import atomic_dir, atomic_write_text
+from raft.atomic import atomic_dir, atomic_write_text, is_complete
 from raft.distributed import train_along, wait_for
 from raft.filters import apply_filters
 from raft.kl import add_log_probs, kl_estimate, kl_samples
@@ -59,8 +59,8 @@ class RaftTask(Runner):
         scored = self.stage(stage / "scored.jsonl", lambda: self.score(samples, stage, checkpoint))
         # 3. select the best (local / global / KL-penalised), then drop reward-hacking samples
         selected = self.stage(stage / "selected.jsonl", lambda: self.select(scored, stage))
-        # 4. fine-tune the current policy on the selected set
-        if not self.checkpoint_dir(t).exists():
+        # 4. fine-tune the current policy on the selected set (again if its folder fails its manifest check)
+        if not is_complete(self.checkpoint_dir(t)):
             seed_stage(self.seed, t)  # a resumed run shuffles and drops out as the uninterrupted one did
             with atomic_dir(self.checkpoint_dir(t)) as tmp:
                 self.policy.finetune(checkpoint, self.training_set(selected), tmp, self.module, self.trainer)
@@ -73,7 +73,7 @@ class RaftTask(Runner):
         """Every rank but 0 (torchrun, SLURM tasks): wait for rank 0's selection and join the distributed
         fine-tuning (rank 0 saves the checkpoint); the runner then waits for rank 0 to finish the stage."""
         selected = read_samples(wait_for(self.stage_dir(t) / "selected.jsonl"))
-        if not self.checkpoint_dir(t).exists():  # rank 0 cannot finish a distributed fit without this rank
+        if not is_complete(self.checkpoint_dir(t)):  # rank 0 cannot finish a distributed fit without this rank
             seed_stage(self.seed, t)
             train_along(
                 self.run_dir,
@@ -111,6 +111,11 @@ class RaftTask(Runner):
         selected = self.selector(scored)
         kept, filtered = apply_filters(self.filters, selected, stage)
         removed.update(filtered)
+        if not kept:  # fine-tuning on nothing would save the same policy as a finished stage
+            raise ValueError(
+                f"{stage.name}: nothing left to fine-tune on ({len(scored) + removed.get('truncated', 0)} samples, "
+                f"{len(selected)} selected, removed: {removed or 'none'}); loosen sampler.truncated or filters"
+            )
         if any(removed.values()):
             log.warning(
                 "removed before or after selection: %s (%d selected of %d samples)",

@@ -8,9 +8,9 @@ from typing import Callable
 
 import pytorch_lightning as pl
 
-from raft.atomic import atomic_dir
+from raft.atomic import atomic_dir, is_complete
 from raft.distributed import is_rank_zero, wait_for
-from raft.models.reward_model import META_FILE, MINILM_ALIAS, load_backbone, save_reward_model, score_pairs
+from raft.models.reward_model import MINILM_ALIAS, load_backbone, save_reward_model, score_pairs
 from raft.modules.fitting import fit_to_completion
 from raft.modules.reward_model import pairwise_accuracy
 
@@ -38,7 +38,7 @@ class RewardModelTask:
         self.eval_batch_size, self.seed = eval_batch_size, seed
 
     def run(self) -> dict:
-        if (self.output_dir / META_FILE).is_file():  # resume: the folder only appears once complete
+        if is_complete(self.output_dir):  # resume: the folder appears once complete, and its manifest still holds
             metrics = json.loads((self.output_dir / METRICS_FILE).read_text())
             print(f"reward model: {self.output_dir} exists, skipping training")
         else:

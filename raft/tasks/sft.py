@@ -7,7 +7,7 @@ from typing import Callable
 
 import pytorch_lightning as pl
 
-from raft.atomic import atomic_dir
+from raft.atomic import atomic_dir, is_complete
 from raft.distributed import is_rank_zero, train_along, wait_for
 from raft.samples import Sample
 
@@ -29,7 +29,7 @@ class SFTTask:
         self.checkpoint, self.max_examples, self.seed = Path(output_dir) / "checkpoint", max_examples, seed
 
     def run(self) -> Path:
-        if self.checkpoint.exists():
+        if is_complete(self.checkpoint):
             print(f"sft: reusing {self.checkpoint}")
             return self.checkpoint
         pl.seed_everything(self.seed, workers=True, verbose=False)
