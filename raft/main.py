@@ -8,10 +8,13 @@ import warnings
 from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 
 import raft.resolvers  # noqa: F401  (registers resolvers before Hydra composes)
+from raft.distributed import is_rank_zero
+from raft.run_folder import claim
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
@@ -44,7 +47,9 @@ def quiet_lightning() -> None:
 def hydra_main(cfg: DictConfig):
     try:
         task = build_task(cfg)
-    except ConfigError as error:
+        if is_rank_zero():  # the other ranks of a torchrun launch share rank 0's folder
+            claim(Path(HydraConfig.get().runtime.output_dir), cfg, bool(cfg.get("allow_changed_config")))
+    except (ConfigError, ValueError) as error:
         print(f"raft: error: {error}", file=sys.stderr)
         sys.exit(2)
     quiet_lightning()

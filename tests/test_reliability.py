@@ -175,3 +175,43 @@ def test_run_folder_names_never_collide_or_leave_outputs():
         with pytest.raises(ValueError, match="must be one folder name"):
             run_name(bad)
     assert run_name("paper_mini_table4_k") == "paper_mini_table4_k"
+
+
+def test_a_run_folder_keeps_one_configuration(tmp_path):
+    from omegaconf import OmegaConf
+
+    from raft.run_folder import claim
+
+    base = {"seed": 0, "seeds": 3, "sampler": {"K": 8}, "task": {"iterations": 2}, "evaluator": {"every": 1}}
+    claim(tmp_path, OmegaConf.create(base))
+    longer = {**base, "seeds": 5, "task": {"iterations": 4}, "evaluator": {"every": 2}}
+    claim(tmp_path, OmegaConf.create(longer))  # more seeds, more iterations, another cadence: the same run
+    with pytest.raises(ValueError, match=r"another configuration \(sampler.K differ\).*allow_changed_config=true"):
+        claim(tmp_path, OmegaConf.create({**base, "sampler": {"K": 16}}))
+    claim(tmp_path, OmegaConf.create({**base, "sampler": {"K": 16}}), allow_changed=True)
+
+
+def _claim_and_wait(path, ready, release):
+    from omegaconf import OmegaConf
+
+    from raft.run_folder import claim
+
+    claim(path, OmegaConf.create({"seed": 0}))
+    ready.set()
+    release.wait(10)
+
+
+def test_a_second_process_in_the_same_folder_stops_at_once(tmp_path):
+    from omegaconf import OmegaConf
+
+    from raft.run_folder import claim
+
+    ctx = multiprocessing.get_context("fork")
+    ready, release = ctx.Event(), ctx.Event()
+    first = ctx.Process(target=_claim_and_wait, args=(tmp_path, ready, release))
+    first.start()
+    assert ready.wait(10)
+    with pytest.raises(ValueError, match="another raft process is working in"):
+        claim(tmp_path, OmegaConf.create({"seed": 0}))
+    release.set()
+    first.join()
