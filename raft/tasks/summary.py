@@ -26,7 +26,7 @@ def _fmt(value) -> str:
 def before_after_table(before: dict, after: dict) -> str:
     lines = [f"| {'metric':<28} | {'before':>9} | {'after':>9} |", f"|{'-' * 30}|{'-' * 11}|{'-' * 11}|"]
     for label, key in ROWS:
-        if key in before or key in after:
+        if _fmt(before.get(key)) != "-" or _fmt(after.get(key)) != "-":  # e.g. no perplexity without references
             lines.append(f"| {label:<28} | {_fmt(before.get(key)):>9} | {_fmt(after.get(key)):>9} |")
     return "\n".join(lines)
 
