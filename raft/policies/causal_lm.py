@@ -115,6 +115,10 @@ class CausalLMPolicy(Policy):
     # -- the Policy interface ------------------------------------------------------------------
     def sample(self, checkpoint, prompts: Sequence[tuple[int, str]], sampler, out_dir: Path) -> list[Sample]:
         model, tokenizer = self.load(checkpoint, self.sample_dtype)
+        return self.generate(model, tokenizer, prompts, sampler)
+
+    def generate(self, model, tokenizer, prompts: Sequence[tuple[int, str]], sampler) -> list[Sample]:
+        """`sampler.K` samples per (prompt_idx, prompt) from a loaded model (PPO samples from the one it trains)."""
         prompt_ids = [self.encode_prompt(tokenizer, p) for _, p in prompts]
         generations = sample_k(model, tokenizer, prompt_ids, sampler, stop_token_ids(model, tokenizer))
         return [

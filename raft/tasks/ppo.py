@@ -19,8 +19,6 @@ from raft.metrics.diversity import distinct_n, duplicate_share, mean_length, mst
 from raft.metrics.rewards import mean
 from raft.modules.fitting import fit_to_completion
 from raft.modules.ppo import PPOModule
-from raft.policies.generation import sample_k
-from raft.policies.tokens import stop_token_ids
 from raft.ppo.generation import token_batch
 from raft.resources import release_memory
 from raft.runner import Runner
@@ -73,23 +71,8 @@ class PPOTask(Runner):
         torch.manual_seed(self.seed * 100003 + t)  # a resumed iteration samples the same responses
 
         # 1. roll out: one response per prompt from the current policy
-        prompt_ids = [self.policy.encode_prompt(tokenizer, p) for _, p in batch]
         with autocast(device, "bf16" if self.policy.sample_dtype == "bfloat16" else "32"):
-            generations = sample_k(
-                ppo.policy, tokenizer, prompt_ids, self.sampler, stop_token_ids(ppo.policy, tokenizer)
-            )
-        samples = [
-            Sample(
-                prompt_idx=i,
-                prompt=p,
-                response=g.text,
-                prompt_ids=ids,
-                response_ids=g.ids,
-                finish_reason=g.finish_reason,
-                stop_reason=g.stop_reason,
-            )
-            for (i, p), ids, [g] in zip(batch, prompt_ids, generations)
-        ]
+            samples = self.policy.generate(ppo.policy, tokenizer, batch, self.sampler)
         # 2. score them; old and reference log-probs and values, under the trainer's precision
         scores = self.reward([s.prompt for s in samples], [self.policy.response_for_reward(s, stage) for s in samples])
         self.reward.close()
