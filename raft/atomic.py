@@ -50,6 +50,8 @@ def safetensors_header(path: Path) -> str | None:
     try:
         with open(path, "rb") as f:
             (size,) = struct.unpack("<Q", f.read(8))
+            if size > path.stat().st_size - 8:
+                return None  # not a safetensors header (or a cut one): never read more than the file holds
             header = f.read(size)
         if len(header) != size:
             return None
@@ -106,3 +108,13 @@ def atomic_dir(path: Path) -> Iterator[Path]:
         shutil.rmtree(path)
     os.replace(tmp, path)
     _fsync(path.parent)
+
+
+def check_checkpoint(path: Path, field: str) -> None:
+    """A checkpoint to start from must be there, whole: a folder raft wrote carries a manifest that must hold."""
+    if not path.is_dir():
+        raise ValueError(f"{field}='{path}' does not exist (or is not a folder)")
+    if (path / MANIFEST).exists() and not is_complete(path):
+        raise ValueError(f"{field}='{path}' fails its manifest check (a truncated or changed file)")
+    if not any(path.iterdir()):
+        raise ValueError(f"{field}='{path}' is empty")

@@ -10,7 +10,8 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 import raft.resolvers  # noqa: F401  (registers resolvers before Hydra composes)
 from raft.distributed import is_rank_zero
@@ -21,13 +22,50 @@ CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 def build_task(cfg: DictConfig):
     """Instantiate `cfg.task`; constructors validate, so bad input fails here, before any model loads."""
+    missing = missing_values(cfg)
+    if missing:
+        raise ConfigError(
+            f"no value given for {', '.join(missing)}: set it on the command line, e.g. {missing[0]}=<value>"
+        )
+    check_interpolations(cfg)
     try:
         return hydra.utils.instantiate(cfg.task, _convert_="all")
-    except InstantiationException as error:
+    except (InstantiationException, OmegaConfBaseException) as error:
         root = error
         while root.__cause__ is not None:
             root = root.__cause__
-        raise ConfigError(str(root).splitlines()[0] if str(root) else repr(root)) from error
+        key = getattr(root, "full_key", None)  # where OmegaConf failed (an interpolation, a type)
+        text = str(root).splitlines()[0] if str(root) else repr(root)
+        raise ConfigError(f"{key}: {text}" if key else text) from error
+
+
+def check_interpolations(cfg: DictConfig) -> None:
+    """Resolve each top-level key on its own, so a bad interpolation is named where it is written."""
+    for key in cfg:
+        if key == "hydra":
+            continue
+        try:
+            value = cfg[key]  # a scalar resolves here, a group below
+            if OmegaConf.is_config(value):
+                OmegaConf.to_container(value, resolve=True)
+        except OmegaConfBaseException as error:
+            raise ConfigError(f"{error.full_key}: {str(error).splitlines()[0]}") from None
+
+
+def missing_values(cfg: DictConfig) -> list[str]:
+    """Dotted keys still at `???` (a config's mandatory value nobody set), outside Hydra's own node."""
+    found: list[str] = []
+
+    def walk(node, path: str) -> None:
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for key, value in items:
+            if value == "???":
+                found.append(f"{path}{key}")
+            else:
+                walk(value, f"{path}{key}.")
+
+    walk({k: v for k, v in OmegaConf.to_container(cfg, resolve=False).items() if k != "hydra"}, "")
+    return found
 
 
 class ConfigError(ValueError):
@@ -45,6 +83,7 @@ def quiet_lightning() -> None:
 
 @hydra.main(config_path=CONFIG_DIR, config_name="config", version_base="1.3")
 def hydra_main(cfg: DictConfig):
+    quiet_lightning()  # before the up-front checks, which build a Trainer once
     try:
         task = build_task(cfg)
         if is_rank_zero():  # the other ranks of a torchrun launch share rank 0's folder
@@ -52,7 +91,6 @@ def hydra_main(cfg: DictConfig):
     except (ConfigError, ValueError) as error:
         print(f"raft: error: {error}", file=sys.stderr)
         sys.exit(2)
-    quiet_lightning()
     result = task.run()
     return objective(result, cfg.get("objective"))
 

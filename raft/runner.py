@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 import pytorch_lightning as pl
 import torch
 
-from raft.atomic import atomic_write_text, is_complete
+from raft.atomic import atomic_write_text, check_checkpoint, is_complete
 from raft.distributed import is_rank_zero, wait_for, world_size
 from raft.policies.base import Policy
 from raft.resources import peak_memory, reset_peak_memory
@@ -28,6 +28,7 @@ from raft.samples import Sample
 from raft.tasks.summary import plot_run, print_before_after
 from raft.threads import check_torch_threads, use_torch_threads
 from raft.tracking import Tracker
+from raft.validation import check_partial
 
 log = logging.getLogger("raft")
 
@@ -59,6 +60,9 @@ class Runner:
                 f"{type(self).__name__} runs in one process, but this launch has {world_size()} (torchrun / SLURM "
                 "tasks): start it as a single process"
             )
+        check_partial(logger, "logger")
+        if init_checkpoint:
+            check_checkpoint(Path(init_checkpoint), "task.init_checkpoint")
         self.run_dir, self.policy, self.data, self.evaluator, self.logger = (
             Path(output_dir),
             policy,

@@ -73,10 +73,7 @@ class Tracker:
         init_timeout: float = 30.0,
         table_rows: int = 32,
     ):
-        if mode not in (None, "online", "offline", "disabled"):
-            raise ValueError(f"logger.mode must be online, offline, disabled or null, got {mode!r}")
-        if table_rows < 0:
-            raise ValueError(f"logger.table_rows must be >= 0, got {table_rows}")
+        self.check_arguments(locals())
         self.run_dir = Path(run_dir)
         self.csv_path = self.run_dir / "metrics.csv"
         self.rows: list[dict[str, Any]] = self._derived_rows()  # earlier life of a resumed run
@@ -88,6 +85,16 @@ class Tracker:
             self._wandb_run = self._start_wandb(
                 project, entity, name or self.run_dir.name, group, list(tags), mode, init_timeout
             )
+
+    @staticmethod
+    def check_arguments(a: Mapping[str, Any]) -> None:
+        """The settings' rules, also run before any model loads (raft/validation.py)."""
+        if a["mode"] not in (None, "online", "offline", "disabled"):
+            raise ValueError(f"logger.mode must be online, offline, disabled or null, got {a['mode']!r}")
+        if a["table_rows"] < 0:
+            raise ValueError(f"logger.table_rows must be >= 0, got {a['table_rows']}")
+        if a["init_timeout"] <= 0:
+            raise ValueError(f"logger.init_timeout must be > 0 seconds, got {a['init_timeout']}")
 
     # -- the loop's interface ------------------------------------------------------------------
     def log_iteration(self, metrics: Mapping[str, Any], samples: Sequence[Sample] | None = None) -> None:

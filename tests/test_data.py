@@ -99,16 +99,18 @@ def test_missing_path_error():
 def test_row_without_rejected_names_the_row(tmp_path):
     good = {"chosen": "\n\nHuman: a\n\nAssistant: b", "rejected": "\n\nHuman: a\n\nAssistant: c"}
     rows = [good] * 17 + [{"chosen": good["chosen"]}]
-    data = PreferencePairs(str(write_jsonl(tmp_path / "p.jsonl", rows)))
-    with pytest.raises(ValueError, match=re.escape("data.path: row 17 has no 'rejected' field")):
-        data.pairs("train")
+    with pytest.raises(
+        ValueError, match=re.escape("data.path: row 17 has no 'rejected' field")
+    ):  # a local file is read, and checked, when the source is built
+        PreferencePairs(str(write_jsonl(tmp_path / "p.jsonl", rows)))
 
 
 def test_chosen_without_assistant_turn(tmp_path):
     rows = [{"chosen": "\n\nHuman: only a question", "rejected": "\n\nHuman: a\n\nAssistant: c"}]
-    data = PreferencePairs(str(write_jsonl(tmp_path / "p.jsonl", rows)))
-    with pytest.raises(ValueError, match=re.escape("data.path: row 0 'chosen' has no '\\n\\nAssistant:' turn")):
-        data.pairs("train")
+    with pytest.raises(
+        ValueError, match=re.escape("data.path: row 0 'chosen' has no '\\n\\nAssistant:' turn")
+    ):  # a local file is read, and checked, when the source is built
+        PreferencePairs(str(write_jsonl(tmp_path / "p.jsonl", rows)))
 
 
 def test_bad_fraction_fails_at_construction():

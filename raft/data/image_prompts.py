@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from raft.data.preference_pairs import read_lines
+
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 SPLITS = ("train", "test")
 
@@ -66,5 +68,5 @@ class ClassNamePrompts(_PromptLists):
                 path = ASSETS / name  # a bare name refers to a list shipped in raft/assets
             if not path.is_file():
                 raise ValueError(f"data.{field}={name!r} does not exist")
-            lists.append([template.format(line.strip()) for line in path.read_text().splitlines() if line.strip()])
+            lists.append([template.format(line) for line in read_lines(path, f"data.{field}")])
         super().__init__(lists[0], lists[1], repeats)

@@ -6,6 +6,7 @@ import gzip
 import json
 import random
 import re
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -57,6 +58,10 @@ def _shared_prompt(chosen: str, rejected: str) -> str | None:
 
 def parse_row(row: dict[str, Any], index: int, report: LoadReport | None = None, source: str = "data.path") -> Pair:
     """Build a Pair from either layout: full dialogues (Anthropic) or a separate `prompt` column (Dahoas)."""
+    if not isinstance(row, dict):
+        raise ValueError(
+            f"{source}: row {index} is a JSON {type(row).__name__}, expected an object with 'chosen' and 'rejected'"
+        )
     for field in ("chosen", "rejected"):
         if not isinstance(row.get(field), str):
             raise ValueError(f"{source}: row {index} has no '{field}' field")
@@ -78,14 +83,33 @@ def parse_row(row: dict[str, Any], index: int, report: LoadReport | None = None,
 
 
 def _read_jsonl(path: Path) -> Iterable[dict[str, Any]]:
+    """JSON lines (gzipped when the name ends in .gz); a broken file is one ValueError naming what is wrong."""
     opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        for line_no, line in enumerate(f):
-            if line.strip():
-                try:
+    line_no = 0
+    try:
+        with opener(path, "rb") as f:
+            for line_no, raw in enumerate(f, 1):  # noqa: B007 (read in except) - bytes: an encoding error names its line
+                line = raw.decode("utf-8")
+                if line.strip():
                     yield json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"data.path: line {line_no + 1} of {path} is not JSON ({e.msg})") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(
+            f"data.path: line {line_no} of {path} is not UTF-8 (byte 0x{e.object[e.start]:02x}); "
+            "convert the file, e.g. iconv -f latin1 -t utf-8"
+        ) from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"data.path: line {line_no} of {path} is not JSON ({e.msg})") from None
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise ValueError(f"data.path: {path} is truncated or not gzip after line {line_no} ({e})") from None
+
+
+def read_lines(path: Path, field: str) -> list[str]:
+    """A UTF-8 text file's non-empty lines, stripped; a file in another encoding is one ValueError."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{field}: {path} is not UTF-8 (byte 0x{e.object[e.start]:02x} at offset {e.start})") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def _read_hub(dataset_id: str, split: str) -> Iterable[dict[str, Any]]:

@@ -1,6 +1,7 @@
 """Data sources the `data` config group builds: prompts for sampling, references and preference pairs.
 
-Constructors only validate; files are read on first use and cached.
+Constructors validate, and read local files at once (a broken file fails before any model loads); hub
+datasets are read on first use. What is read is cached.
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from raft.data.preference_pairs import LoadReport, Pair, is_hub_id, load_pairs, split_pairs
+from raft.data.preference_pairs import LoadReport, Pair, is_hub_id, load_pairs, read_lines, split_pairs
 
 SPLITS = ("train", "test")
 EVERYDAY_PROMPTS = Path(__file__).resolve().parent.parent / "assets" / "everyday_prompts.txt"
@@ -38,10 +39,10 @@ class EverydayPrompts:
         if self.path is not None and not self.path.is_file():
             raise ValueError(f"data.path={path!r} does not exist")
         self._splits: dict[str, list[str]] | None = None
+        self._load()
 
     def _read(self) -> list[str]:
-        text = (self.path or EVERYDAY_PROMPTS).read_text(encoding="utf-8")
-        return [line.strip() for line in text.splitlines() if line.strip()]
+        return read_lines(self.path or EVERYDAY_PROMPTS, "data.path")
 
     def _load(self) -> dict[str, list[str]]:
         if self._splits is None:
@@ -101,6 +102,8 @@ class PreferencePairs:
         self.hub_split, self.test_path, self.test_hub_split = hub_split, test_path, test_hub_split
         self.report = LoadReport()
         self._splits: dict[str, list[Pair]] | None = None
+        if not is_hub_id(path) and (test_path is None or not is_hub_id(str(test_path))):
+            self._load()
 
     def _load(self) -> dict[str, list[Pair]]:
         if self._splits is None:

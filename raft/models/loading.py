@@ -30,8 +30,7 @@ def check_model_name(name_or_path: str, field: str = "model.name_or_path") -> No
         return
     path = Path(name_or_path).expanduser()
     if path.exists():
-        if not (path / "config.json").exists():
-            raise ValueError(f"{field}='{name_or_path}' is a folder without config.json")
+        check_model_folder(path, field)
         return
     looks_like_hub_id = name_or_path.count("/") == 1 and not name_or_path.startswith((".", "/", "~"))
     if not looks_like_hub_id:
@@ -41,6 +40,29 @@ def check_model_name(name_or_path: str, field: str = "model.name_or_path") -> No
         )
     if os.environ.get("HF_HUB_OFFLINE") == "1" and not _in_hub_cache(name_or_path):
         raise ValueError(f"{field}='{name_or_path}' is not in the local hub cache and HF_HUB_OFFLINE=1")
+
+
+WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+TOKENIZER = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
+
+
+def check_model_folder(path: Path, field: str) -> None:
+    """A local model folder (a Hugging Face save, or a LoRA adapter over one) must hold what loading needs."""
+    from raft.atomic import MANIFEST, is_complete
+
+    if not path.is_dir():
+        raise ValueError(f"{field}='{path}' is not a folder")
+    if (path / MANIFEST).exists() and not is_complete(path):
+        raise ValueError(f"{field}='{path}' fails its manifest check (a truncated or changed file)")
+    adapter = (path / "adapter_config.json").exists()
+    if not adapter and not (path / "config.json").exists():
+        raise ValueError(f"{field}='{path}' is a folder without config.json (nor adapter_config.json)")
+    weights = ADAPTER_WEIGHTS if adapter else WEIGHTS
+    if not any((path / name).exists() for name in weights):
+        raise ValueError(f"{field}='{path}' has no weights (none of {', '.join(weights)})")
+    if not adapter and not any((path / name).exists() for name in TOKENIZER):
+        raise ValueError(f"{field}='{path}' has no tokenizer files (none of {', '.join(TOKENIZER)})")
 
 
 def _in_hub_cache(repo_id: str) -> bool:

@@ -7,7 +7,7 @@ exact and keeps them out of the training step and out of the optimizer.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import pytorch_lightning as pl
 import torch
@@ -32,14 +32,7 @@ class DenoisingModule(pl.LightningModule):
         seed: int = 0,
     ):
         super().__init__()
-        if learning_rate <= 0:
-            raise ValueError(f"module.learning_rate must be > 0, got {learning_rate}")
-        if weight_decay < 0:
-            raise ValueError(f"module.weight_decay must be >= 0, got {weight_decay}")
-        if batch_size < 1:
-            raise ValueError(f"module.batch_size must be >= 1, got {batch_size}")
-        if not 0 <= condition_dropout < 1:
-            raise ValueError(f"module.condition_dropout must be in [0, 1), got {condition_dropout}")
+        self.check_arguments(locals())
         if condition_dropout > 0 and not null_conditions:
             raise ValueError("module.condition_dropout needs the policy's null condition (the unconditional input)")
         if len(inputs) == 0:
@@ -53,6 +46,18 @@ class DenoisingModule(pl.LightningModule):
         self.null_conditions = null_conditions or {}
         self.learning_rate, self.weight_decay = learning_rate, weight_decay
         self.batch_size, self.condition_dropout, self.seed = batch_size, condition_dropout, seed
+
+    @staticmethod
+    def check_arguments(a: Mapping[str, Any]) -> None:
+        """The hyper-parameters' rules, also run before any model loads (raft/validation.py)."""
+        if a["learning_rate"] <= 0:
+            raise ValueError(f"module.learning_rate must be > 0, got {a['learning_rate']}")
+        if a["weight_decay"] < 0:
+            raise ValueError(f"module.weight_decay must be >= 0, got {a['weight_decay']}")
+        if a["batch_size"] < 1:
+            raise ValueError(f"module.batch_size must be >= 1, got {a['batch_size']}")
+        if not 0 <= a["condition_dropout"] < 1:
+            raise ValueError(f"module.condition_dropout must be in [0, 1), got {a['condition_dropout']}")
 
     def train_dataloader(self) -> DataLoader:
         indices = TensorDataset(torch.arange(len(self.inputs)))

@@ -12,6 +12,7 @@ import logging
 import math
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Any, Mapping
 
 import pytorch_lightning as pl
 import torch
@@ -94,20 +95,7 @@ class PPOModule(pl.LightningModule):
         seed: int = 0,
     ):
         super().__init__()
-        _validate(
-            lr=lr,
-            ppo_epochs=ppo_epochs,
-            minibatch_size=minibatch_size,
-            clip_range=clip_range,
-            clip_range_value=clip_range_value,
-            vf_coef=vf_coef,
-            gamma=gamma,
-            lam=lam,
-            lora_rank=lora_rank,
-            lora_dropout=lora_dropout,
-            kl_warn_negative=kl_warn_negative,
-            kl_warn_max=kl_warn_max,
-        )
+        self.check_arguments(locals())
         self.save_hyperparameters(ignore=["model"])
         self.automatic_optimization = False  # PPO steps per minibatch and skips non-finite updates itself
         self.lora = lora
@@ -138,6 +126,20 @@ class PPOModule(pl.LightningModule):
         self.skipped_updates = 0
 
     # ------------------------------------------------------------------ forward passes
+
+    @staticmethod
+    def check_arguments(a: Mapping[str, Any]) -> None:
+        """The hyper-parameters' rules, also run before any model loads (raft/validation.py)."""
+        positive = ["lr", "ppo_epochs", "minibatch_size", "lora_rank"]
+        for name in positive:
+            if not a[name] > 0:
+                raise ValueError(f"module.{name} must be > 0, got {a[name]}")
+        for name in ["clip_range", "clip_range_value", "vf_coef", "kl_warn_negative", "kl_warn_max"]:
+            if not a[name] >= 0:
+                raise ValueError(f"module.{name} must be >= 0, got {a[name]}")
+        for name in ["gamma", "lam", "lora_dropout"]:
+            if not 0 <= a[name] <= 1:
+                raise ValueError(f"module.{name} must be in [0, 1], got {a[name]}")
 
     def _causal_lm(self, reference: bool) -> nn.Module:
         if reference and not self.lora:
@@ -357,16 +359,3 @@ class PPOModule(pl.LightningModule):
         self.policy.save_pretrained(Path(folder))
         if tokenizer is not None:
             tokenizer.save_pretrained(Path(folder))
-
-
-def _validate(**kw) -> None:
-    positive = ["lr", "ppo_epochs", "minibatch_size", "lora_rank"]
-    for name in positive:
-        if not kw[name] > 0:
-            raise ValueError(f"module.{name} must be > 0, got {kw[name]}")
-    for name in ["clip_range", "clip_range_value", "vf_coef", "kl_warn_negative", "kl_warn_max"]:
-        if not kw[name] >= 0:
-            raise ValueError(f"module.{name} must be >= 0, got {kw[name]}")
-    for name in ["gamma", "lam", "lora_dropout"]:
-        if not 0 <= kw[name] <= 1:
-            raise ValueError(f"module.{name} must be in [0, 1], got {kw[name]}")

@@ -5,7 +5,7 @@ Loading, saving and scoring live in `raft.models.reward_model`, shared with `raf
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import pytorch_lightning as pl
 import torch
@@ -50,18 +50,7 @@ class RewardModelModule(pl.LightningModule):
         lora_dropout: float = 0.1,
     ):
         super().__init__()
-        if lr <= 0:
-            raise ValueError(f"module.lr must be > 0, got {lr}")
-        if batch_size < 1 or max_length < 2:
-            raise ValueError(
-                f"module.batch_size must be >= 1 and module.max_length >= 2, got {batch_size}, {max_length}"
-            )
-        if not 0.0 <= warmup_ratio < 1.0:
-            raise ValueError(f"module.warmup_ratio must be in [0, 1), got {warmup_ratio}")
-        if lora_r < 0:
-            raise ValueError(f"module.lora_r must be >= 0 (0 = full fine-tuning), got {lora_r}")
-        if "{response}" not in text_template:
-            raise ValueError(f"module.text_template must contain {{response}}, got {text_template!r}")
+        self.check_arguments(locals())
         if lora_r > 0:
             from peft import LoraConfig, TaskType, get_peft_model
 
@@ -74,6 +63,24 @@ class RewardModelModule(pl.LightningModule):
         self.train_pairs, self.val_pairs = list(train_pairs), list(val_pairs)
         self.lr, self.weight_decay, self.batch_size = lr, weight_decay, batch_size
         self.max_length, self.warmup_ratio, self.text_template = max_length, warmup_ratio, text_template
+
+    @staticmethod
+    def check_arguments(a: Mapping[str, Any]) -> None:
+        """The hyper-parameters' rules, also run before any model loads (raft/validation.py)."""
+        if a["lr"] <= 0:
+            raise ValueError(f"module.lr must be > 0, got {a['lr']}")
+        if a["weight_decay"] < 0:
+            raise ValueError(f"module.weight_decay must be >= 0, got {a['weight_decay']}")
+        if a["batch_size"] < 1 or a["max_length"] < 2:
+            raise ValueError(
+                f"module.batch_size must be >= 1 and module.max_length >= 2, got {a['batch_size']}, {a['max_length']}"
+            )
+        if not 0.0 <= a["warmup_ratio"] < 1.0:
+            raise ValueError(f"module.warmup_ratio must be in [0, 1), got {a['warmup_ratio']}")
+        if a["lora_r"] < 0:
+            raise ValueError(f"module.lora_r must be >= 0 (0 = full fine-tuning), got {a['lora_r']}")
+        if "{response}" not in a["text_template"]:
+            raise ValueError(f"module.text_template must contain {{response}}, got {a['text_template']!r}")
 
     def collate(self, pairs: list[Pair]) -> dict[str, torch.Tensor]:
         """Chosen texts first, then rejected ones, in one padded batch."""

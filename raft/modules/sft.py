@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import pytorch_lightning as pl
 import torch
@@ -58,13 +58,24 @@ class SFTModule(pl.LightningModule):
         scheduler: str = "linear",
     ):
         super().__init__()
-        if lr <= 0:
-            raise ValueError(f"module.lr must be > 0, got {lr}")
-        if scheduler not in ("linear", "constant"):
-            raise ValueError(f"module.scheduler must be 'linear' or 'constant', got '{scheduler}'")
+        self.check_arguments(locals())
         self.model, self.rows, self.pad_id = model, rows, pad_id
         self.lr, self.weight_decay, self.batch_size = lr, weight_decay, batch_size
         self.warmup_ratio, self.scheduler = warmup_ratio, scheduler
+
+    @staticmethod
+    def check_arguments(a: Mapping[str, Any]) -> None:
+        """The hyper-parameters' rules, also run before any model loads (raft/validation.py)."""
+        if a["lr"] <= 0:
+            raise ValueError(f"module.lr must be > 0, got {a['lr']}")
+        if a["weight_decay"] < 0:
+            raise ValueError(f"module.weight_decay must be >= 0, got {a['weight_decay']}")
+        if a["batch_size"] < 1:
+            raise ValueError(f"module.batch_size must be >= 1, got {a['batch_size']}")
+        if not 0.0 <= a["warmup_ratio"] < 1.0:
+            raise ValueError(f"module.warmup_ratio must be in [0, 1), got {a['warmup_ratio']}")
+        if a["scheduler"] not in ("linear", "constant"):
+            raise ValueError(f"module.scheduler must be 'linear' or 'constant', got '{a['scheduler']}'")
 
     def train_dataloader(self):
         return DataLoader(

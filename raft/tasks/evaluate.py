@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from raft.atomic import atomic_write_text
+from raft.atomic import atomic_write_text, check_checkpoint
 from raft.report.tables import COLUMNS, Row, markdown_table
 
 
@@ -32,8 +32,8 @@ class EvaluateTask:
             raise ValueError(
                 f"task.responses={responses} needs preference-pair data (data=hh_rlhf), got {type(data).__name__}"
             )
-        if checkpoint is not None and not Path(checkpoint).is_dir():
-            raise ValueError(f"task.checkpoint={checkpoint!r} is not a folder (null evaluates the model itself)")
+        if checkpoint is not None:  # null evaluates the model itself
+            check_checkpoint(Path(checkpoint), "task.checkpoint")
         if split not in ("train", "test"):
             raise ValueError(f"task.split must be 'train' or 'test', got {split!r}")
         self.policy, self.data, self.evaluator, self.split, self.seed = policy, data, evaluator, split, seed

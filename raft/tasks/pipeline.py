@@ -7,17 +7,23 @@ input still fails before any model loads. Each stage resumes from its own folder
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 from hydra.utils import instantiate
 
+from raft.validation import check_partial
+
 
 class Pipeline:
-    def __init__(self, stages: Mapping[str, Any], validate: Sequence[Any] = ()):
+    def __init__(self, stages: Mapping[str, Any], validate: Mapping[str, Any] | None = None):
         if not stages:
             raise ValueError("task.stages is empty")
-        for node in validate:  # cheap constructors that check the user's values
-            instantiate(node)
+        for field, node in (validate or {}).items():  # cheap constructors check the user's values; partials too
+            check_partial(instantiate(node), field)
+        for name, config in stages.items():  # each stage's own Lightning module / trainer / logger, likewise
+            for key in ("module", "trainer", "logger"):
+                if config is not None and config.get(key) is not None:
+                    check_partial(instantiate(config[key]), f"task.stages.{name}.{key}")
         self.stages = stages
 
     def run(self) -> dict:

@@ -23,6 +23,7 @@ from raft.ppo.generation import token_batch
 from raft.resources import release_memory
 from raft.runner import Runner
 from raft.samples import Sample, write_samples
+from raft.validation import check_partial
 
 log = logging.getLogger("raft")
 
@@ -51,6 +52,8 @@ class PPOTask(Runner):
             )
         if sampler.K != 1:
             raise ValueError(f"sampler.K must be 1 for task=ppo (one rollout per prompt: sampler=ppo), got {sampler.K}")
+        check_partial(module, "module")
+        check_partial(trainer, "trainer")
         super().__init__(policy=policy, **run)
         self.reward, self.sampler, self.module, self.trainer, self.precision = (
             reward,

@@ -24,6 +24,7 @@ from raft.resources import release_memory
 from raft.rewards.base import Reward
 from raft.runner import Runner, seed_stage
 from raft.samples import Sample, read_samples, write_samples
+from raft.validation import check_partial
 
 log = logging.getLogger("raft")
 
@@ -43,6 +44,8 @@ class RaftTask(Runner):
         track_kl: bool = True,
         **run: Any,  # the runner's: output_dir, data, evaluator, logger, iterations, batch_size, seed, ...
     ):
+        check_partial(module, "module")
+        check_partial(trainer, "trainer")
         super().__init__(policy=policy, **run)
         self.reward, self.sampler, self.selector, self.module, self.trainer = reward, sampler, selector, module, trainer
         self.filters, self.monitor, self.teacher, self.track_kl = list(filters), monitor, teacher, track_kl

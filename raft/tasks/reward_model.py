@@ -13,6 +13,7 @@ from raft.distributed import is_rank_zero, wait_for
 from raft.models.reward_model import MINILM_ALIAS, load_backbone, save_reward_model, score_pairs
 from raft.modules.fitting import fit_to_completion
 from raft.modules.reward_model import pairwise_accuracy
+from raft.validation import check_partial
 
 METRICS_FILE = "metrics.json"
 
@@ -33,6 +34,8 @@ class RewardModelTask:
             from raft.models import check_model_name
 
             check_model_name(backbone, field="task.backbone")
+        check_partial(module, "module")
+        check_partial(trainer, "trainer")
         self.data, self.backbone, self.module, self.trainer = data, backbone, module, trainer
         self.output_dir, self.dtype = Path(output_dir), dtype
         self.eval_batch_size, self.seed = eval_batch_size, seed

@@ -10,6 +10,7 @@ import pytorch_lightning as pl
 from raft.atomic import atomic_dir, is_complete
 from raft.distributed import is_rank_zero, train_along, wait_for
 from raft.samples import Sample
+from raft.validation import check_partial
 
 
 class SFTTask:
@@ -25,6 +26,8 @@ class SFTTask:
     ):
         if max_examples is not None and max_examples < 1:
             raise ValueError(f"task.max_examples must be >= 1 or null, got {max_examples}")
+        check_partial(module, "module")
+        check_partial(trainer, "trainer")
         self.policy, self.data, self.module, self.trainer = policy, data, module, trainer
         self.checkpoint, self.max_examples, self.seed = Path(output_dir) / "checkpoint", max_examples, seed
 

@@ -1,0 +1,62 @@
+"""Up-front checks of the `_partial_` groups (module, trainer, logger).
+
+Hydra builds these as partials that a stage calls minutes in, with the model; checking them when the task is
+built makes a bad value fail at start-up, in one line, before any model loads. A class takes part by having a
+static `check_arguments(arguments)` that its own constructor calls too (one list of rules, two callers).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Any, Mapping
+
+from raft.distributed import world_size
+
+
+def arguments(partial: functools.partial, field: str) -> Mapping[str, Any]:
+    """The keyword arguments the partial will be called with, defaults filled in; unknown keys raise."""
+    try:
+        bound = inspect.signature(partial.func).bind_partial(*partial.args, **partial.keywords)
+    except TypeError as error:
+        raise ValueError(f"{field}: {error}") from None
+    bound.apply_defaults()
+    return bound.arguments
+
+
+def check_partial(partial: Any, field: str) -> None:
+    """Check a module / trainer / logger partial's values now (a user's class without rules: its keys only)."""
+    if not isinstance(partial, functools.partial):
+        return  # None, or a ready object: nothing deferred to check
+    import pytorch_lightning as pl
+
+    if isinstance(partial.func, type) and issubclass(partial.func, pl.Trainer):
+        return check_trainer(partial, field)
+    values = arguments(partial, field)
+    check = getattr(partial.func, "check_arguments", None)
+    if check is not None:
+        check(values)
+
+
+def check_trainer(partial: functools.partial, field: str) -> None:
+    """Build the Trainer once (cheap: no model, no processes) so Lightning's own checks run now, plus raft's:
+    a stage fits for a fixed number of epochs, and a multi-device fit needs its processes started by a launcher."""
+    from lightning_fabric.utilities.exceptions import MisconfigurationException
+
+    arguments(partial, field)
+    try:
+        trainer = partial()
+    except (MisconfigurationException, ValueError, TypeError) as error:
+        raise ValueError(f"{field}: {str(error).strip().splitlines()[0]}") from None
+    if (trainer.max_epochs is None or trainer.max_epochs < 1) and trainer.max_steps < 1:
+        raise ValueError(
+            f"{field}.max_epochs must be >= 1 (each stage fits for a set number of epochs), got {trainer.max_epochs}"
+        )
+    processes = trainer.num_devices * trainer.num_nodes
+    if processes > world_size():
+        raise ValueError(
+            f"{field}.devices={trainer.num_devices} (x {trainer.num_nodes} nodes) needs {processes} processes, "
+            f"but raft was started as {world_size()}: launch it with "
+            f"`torchrun --nproc_per_node {trainer.num_devices} -m raft ...` "
+            "(Lightning's own launcher would run the whole RAFT loop in every process)"
+        )
