@@ -18,6 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from raft.faults import reach
+
 MANIFEST = "MANIFEST.json"
 
 
@@ -38,11 +40,13 @@ def atomic_write_text(path: Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        reach("inside", path)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync(path.parent)
+    reach("after", path)
 
 
 def safetensors_header(path: Path) -> str | None:
@@ -104,10 +108,12 @@ def atomic_dir(path: Path) -> Iterator[Path]:
     (tmp / MANIFEST).write_text(json.dumps(manifest_of(tmp), indent=1))
     for file in [p for p in tmp.rglob("*") if p.is_file()] + [tmp]:
         _fsync(file)
+    reach("inside", path)
     if path.exists():
         shutil.rmtree(path)
     os.replace(tmp, path)
     _fsync(path.parent)
+    reach("after", path)
 
 
 def check_checkpoint(path: Path, field: str) -> None:

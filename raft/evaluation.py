@@ -60,22 +60,21 @@ class Evaluator:
     ) -> dict:
         """`shared`: the starting checkpoint, whose evaluation other runs may already have stored (cache_dir)."""
         out_dir = Path(out_dir)
-        cached = out_dir / "eval_metrics.json"
-        if cached.exists():
-            return json.loads(cached.read_text())
+        cached = out_dir / "eval_metrics.json"  # written last: this folder's evaluation is finished
         prompts = list(prompts)[: self.n_prompts]
         references = list(references)[: len(prompts)] if references is not None else None
         if not (shared and self.cache_dir is not None):
+            if cached.exists():
+                return json.loads(cached.read_text())
             return self._evaluate(policy, checkpoint, prompts, references, out_dir)
         settings = {"sampler": describe(self.sampler), "best_of_k": self.best_of_k, "seed": self.seed}
         key = evaluation_key(policy, checkpoint, self.reward, settings, prompts, references)
         locks = self.cache_dir.with_name(self.cache_dir.name + ".locks")  # beside the cache: entries stay alone
         with file_lock(locks / key):  # parallel sweep jobs: one evaluates, the others copy its result
-            if restore(self.cache_dir, key, out_dir):
-                return json.loads(cached.read_text())
-            metrics = self._evaluate(policy, checkpoint, prompts, references, out_dir)
-            store(self.cache_dir, key, out_dir)
-        return metrics
+            if not cached.exists() and not restore(self.cache_dir, key, out_dir):
+                self._evaluate(policy, checkpoint, prompts, references, out_dir)
+            store(self.cache_dir, key, out_dir)  # also when an earlier life was killed before storing it
+        return json.loads(cached.read_text())
 
     def _evaluate(self, policy, checkpoint, prompts: list[str], references: list[str] | None, out_dir: Path) -> dict:
         samples = self._scored(policy, checkpoint, prompts, 1, out_dir, "eval_samples.jsonl")

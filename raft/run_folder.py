@@ -41,6 +41,13 @@ def fingerprint(cfg: DictConfig) -> dict[str, str]:
     return flat
 
 
+def remove_stale_temporaries(run_dir: Path) -> None:
+    """Files a killed write left under their temporary names (raft/atomic.py): garbage once the lock is ours."""
+    for stale in run_dir.rglob(".*.tmp"):
+        if "wandb" not in stale.relative_to(run_dir).parts:  # W&B's own files are W&B's business
+            stale.unlink(missing_ok=True)
+
+
 def claim(run_dir: Path, cfg: DictConfig, allow_changed: bool = False) -> None:
     """Lock `run_dir` for this process and check (or record) its configuration; ValueError in one line."""
     run_dir = Path(run_dir).resolve()
@@ -53,6 +60,7 @@ def claim(run_dir: Path, cfg: DictConfig, allow_changed: bool = False) -> None:
                 f"another raft process is working in {run_dir}: wait for it to finish, or run elsewhere (name=...)"
             ) from None
         _held[run_dir] = lock
+        remove_stale_temporaries(run_dir)
     current = fingerprint(cfg)
     path = run_dir / FINGERPRINT
     if path.exists() and not allow_changed:

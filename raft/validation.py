@@ -34,8 +34,13 @@ def check_partial(partial: Any, field: str) -> None:
         return check_trainer(partial, field)
     values = arguments(partial, field)
     check = getattr(partial.func, "check_arguments", None)
-    if check is not None:
+    if check is None:
+        return
+    try:
         check(values)
+    except ValueError as error:  # the rules name the group ("module.lr"); a pipeline stage's is deeper
+        text, group = str(error), field.rsplit(".", 1)[-1]
+        raise ValueError(field + text[len(group) :] if text.startswith(group + ".") else text) from None
 
 
 def check_trainer(partial: functools.partial, field: str) -> None:
@@ -53,9 +58,10 @@ def check_trainer(partial: functools.partial, field: str) -> None:
             f"{field}.max_epochs must be >= 1 (each stage fits for a set number of epochs), got {trainer.max_epochs}"
         )
     processes = trainer.num_devices * trainer.num_nodes
+    nodes = f" x num_nodes={trainer.num_nodes}" if trainer.num_nodes > 1 else ""
     if processes > world_size():
         raise ValueError(
-            f"{field}.devices={trainer.num_devices} (x {trainer.num_nodes} nodes) needs {processes} processes, "
+            f"{field}.devices={trainer.num_devices}{nodes} needs {processes} processes, "
             f"but raft was started as {world_size()}: launch it with "
             f"`torchrun --nproc_per_node {trainer.num_devices} -m raft ...` "
             "(Lightning's own launcher would run the whole RAFT loop in every process)"
