@@ -4,8 +4,9 @@
     python scripts/random_kill.py --trials 5 -- model=smollm2 task.batch_size=4
 
 Each trial starts the run in a fresh folder, waits until it has claimed its folder (imports done), kills its
-whole process group at a moment drawn uniformly over the rest of the reference run's duration (sampling,
-scoring, fine-tuning, a checkpoint or stage write: wherever it is), then runs the same command again to the end
+whole process group at a moment drawn uniformly over the reference run's working time (sampling, scoring,
+fine-tuning, a checkpoint or stage write: wherever it is; a run that finishes first is started again with a new
+draw), then runs the same command again to the end
 and compares metrics.csv, the selected sets, evaluation.json and the weights with the uninterrupted run's
 (raft/run_outcome.py). It prints one line per trial and the tally; the exit status is 0 only if all passed.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -80,15 +82,19 @@ def main() -> int:
     passed = 0
     for trial in range(args.trials):
         base = root / f"trial_{trial:02d}"
-        base.mkdir(parents=True, exist_ok=True)
-        process = start(base, overrides)
-        claimed(base, process)
-        delay = draw.uniform(0.0, work)
-        time.sleep(delay)
-        killed = process.poll() is None
-        if killed:
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+        for _attempt in range(5):  # a run faster than the reference may finish first: then draw again, afresh
+            shutil.rmtree(base, ignore_errors=True)
+            base.mkdir(parents=True)
+            process = start(base, overrides)
+            claimed(base, process)
+            delay = draw.uniform(0.0, work)
+            time.sleep(delay)
+            killed = process.poll() is None
+            if killed:
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            if killed:
+                break
         resumed = start(base, overrides).wait()
         problems = ["the resumed run failed"] if resumed != 0 else differences(outcome(base / "run"), expected)
         passed += not problems
