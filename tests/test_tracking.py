@@ -82,7 +82,7 @@ def test_wandb_failures_fall_back_to_csv(tmp_path, monkeypatch, caplog):
             raise TimeoutError("no answer")
         return Run()
 
-    broken.Settings, broken.init, broken.Table = Settings, init, lambda **kw: kw
+    broken.Settings, broken.init, broken.Table, broken.teardown = Settings, init, lambda **kw: kw, lambda: None
     monkeypatch.setitem(sys.modules, "wandb", broken)
     with caplog.at_level(logging.WARNING, logger="raft"):
         tracker = wandb_tracker(tmp_path, mode="online")

@@ -60,6 +60,7 @@ class WandbRun:
             if mode == "offline":
                 raise
             log.warning("W&B init failed (%s); retrying offline", e)
+            wandb.teardown()  # the failed start still holds the run id in W&B service
             self.run = wandb.init(mode="offline", **kwargs)
         self.run.define_metric(STEP)
         self.run.define_metric(ITERATION)
@@ -115,7 +116,10 @@ class WandbRun:
             self.run.summary[key] = value
 
     def close(self) -> None:
+        import wandb
+
         self.run.finish()
+        wandb.teardown()  # waits until the run's files are written (finish alone may return before)
 
     def _define(self, data: Mapping[str, Any], axis: str) -> None:
         for key in data:
