@@ -31,9 +31,10 @@ PROMPTS = [f"Tell me about topic number {i}" for i in range(6)]
 
 
 @pytest.fixture(autouse=True)
-def offline_wandb(monkeypatch):
+def offline_wandb(monkeypatch, tmp_path):
     for key in ("WANDB_DIR", "WANDB_API_KEY", "WANDB_BASE_URL"):
         monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb_data"))  # staged artifacts, until a sync
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
 
@@ -189,3 +190,74 @@ def test_an_unreachable_service_or_an_unwritable_wandb_folder_leaves_metrics_csv
         tracker.log_iteration({"iteration": t, "policy_reward": 0.1 * t})
     tracker.close()
     assert len(read_metrics_csv(run_dir / "metrics.csv")) == 2
+
+
+@pytest.mark.slow
+def test_a_digits_run_logs_its_images(tmp_path, run_dir):
+    """task=diffusion_raft (the digits preset, shrunk as in test_diffusion.py) with logger=wandb."""
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    import raft.resolvers  # noqa: F401
+    from raft.main import CONFIG_DIR
+
+    overrides = [
+        "experiment=digits_alignment",
+        "logger=wandb",
+        f"task.output_dir={run_dir}",
+        f"model.pretrained_dir={tmp_path / 'pretrained'}",
+        "model.base_resolution=8",
+        "model.channels=[8,16,16]",
+        "model.pretrain_steps=3",
+        "model.pretrain_batch_size=16",
+        "model.bf16=false",
+        "model.pretrain_trainer.precision=32-true",
+        "sampler.K=2",
+        "sampler.steps=2",
+        "sampler.resolution=8",
+        "sampler.batch_size=8",
+        "data.in_domain=[1,2]",
+        "data.out_of_domain=[3]",
+        "trainer.max_steps=2",
+        "trainer.precision=32-true",
+        "trainer.callbacks=[]",
+        "+trainer.enable_progress_bar=false",
+        "task.iterations=2",
+        "task.batch_size=4",
+        "task.eval_sampler.K=2",
+        "task.grid_samples=2",
+        "filters=none",
+    ]
+    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    instantiate(cfg.task, _convert_="all").run()
+    (run,) = offline_runs(run_dir)
+    assert [r["trainer/iteration"] for r in run.rows_with("train_loss")] == [0, 0, 1, 1]  # the denoising loss
+    images = run.rows_with("selected_images/count")
+    assert [r["iteration"] for r in images] == [0, 1] and all(r["selected_images/count"] == 4 for r in images)
+    table = run.table_rows("samples")
+    assert {row[0] for row in table} == {0, 1}
+    assert all(row[7]["_type"] == "image-file" and row[7]["path"] in run.artifact_entries("samples") for row in table)
+    for split in ("in_domain", "out_of_domain"):  # the before/after grids, as images
+        assert run.rows_with(f"figures/grid_{split}/path")
+
+
+def test_raft_report_attaches_its_table_and_figures_to_the_sweeps_group(tmp_path):
+    from test_report import write_run
+
+    from raft.report import main
+
+    sweep = tmp_path / "multirun"
+    for K in (8, 4):
+        for seed in (0, 1):
+            write_run(sweep / f"sampler.K={K},seed={seed}", K, seed)
+    out = tmp_path / "report"
+    assert main([str(sweep), "--out", str(out), "--wandb"]) == 0
+    (run,) = offline_runs(out)
+    assert run.group == "sweep"  # the runs' `name`, which logger=wandb makes their group
+    (table,) = [entries for name, entries in run.artifacts if name == "report-sweep"]
+    assert {"results.md", "results.csv", "results.tex", "reward_curve.png"} <= set(table)
+    (results,) = run.rows_with("report/results/path")
+    rows = json.loads((run.folder / "files" / results["report/results/path"]).read_text())
+    assert [row[0] for row in rows["data"]] == ["start: tiny-llama", "sampler.K=4", "sampler.K=8"]
+    assert run.rows_with("report/reward_curve/path")

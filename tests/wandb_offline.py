@@ -48,6 +48,7 @@ class OfflineRun:
     config: dict = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
     summary: dict = field(default_factory=dict)
+    artifacts: list[tuple[str, dict[str, str]]] = field(default_factory=list)  # name, {entry: staged file}
 
     @classmethod
     def read(cls, folder: Path) -> "OfflineRun":
@@ -62,6 +63,9 @@ class OfflineRun:
                 run.config.update({_key(u): json.loads(u.value_json) for u in record.config.update})
             elif kind == "history":
                 run.history.append({_key(i): json.loads(i.value_json) for i in record.history.item})
+            elif kind == "artifact":
+                entries = {e.path: e.local_path for e in record.artifact.manifest.contents}
+                run.artifacts.append((record.artifact.name, entries))
             elif kind == "summary":
                 run.summary.update({_key(u): json.loads(u.value_json) for u in record.summary.update})
         return run
@@ -70,11 +74,19 @@ class OfflineRun:
         return [row for row in self.history if key in row]
 
     def table_rows(self, key: str) -> list[list]:
-        """The rows of an incremental table: every increment's file, in the order they were logged."""
+        """The rows of an incremental table as W&B keeps them (media as references to the increment's files):
+        every increment's artifact, in the order they were logged (staged under WANDB_DATA_DIR until synced)."""
         rows = []
-        for row in self.rows_with(f"{key}/path"):
-            rows += json.loads((self.folder / "files" / row[f"{key}/path"]).read_text())["data"]
+        for name, entries in self.artifacts:
+            if name == f"run-{self.run_id}-incr-{key}":
+                (table,) = [local for entry, local in entries.items() if entry.endswith(".table.json")]
+                rows += json.loads(Path(table).read_text())["data"]
         return rows
+
+    def artifact_entries(self, key: str) -> set[str]:
+        return {
+            entry for name, entries in self.artifacts if name == f"run-{self.run_id}-incr-{key}" for entry in entries
+        }
 
 
 def offline_runs(wandb_dir: Path) -> list[OfflineRun]:

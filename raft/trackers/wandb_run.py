@@ -100,7 +100,7 @@ class WandbRun:
         with_images = any(r.image for r in rows)
         if self.table is None:
             columns = COLUMNS + (["image"] if with_images else [])
-            self.table = wandb.Table(columns=columns, log_mode="INCREMENTAL", allow_mixed_types=True)
+            self.table = wandb.Table(columns=columns, log_mode="INCREMENTAL")
         has_image_column = "image" in self.table.columns
         for r in rows:
             image = [wandb.Image(str(r.image)) if r.image else None] if has_image_column else []
