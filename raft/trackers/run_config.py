@@ -12,11 +12,13 @@ SWEEP_FIELDS = {"K": "sampler.K", "lambda": "sampler.temperature", "beta": "sele
 
 def run_config(run_dir: str | Path) -> dict[str, Any]:
     """`<run>/.hydra/config.yaml` resolved (values that only resolve inside Hydra's app stay as written), plus
-    the sweep fields and `preset` (the `experiment=` choice, `default` without one). Empty outside a Hydra run."""
+    the sweep fields and `preset` (the `experiment=` choice, `default` without one). A pipeline stage's folder
+    has its run's config above it; empty outside Hydra."""
     from omegaconf import OmegaConf
 
-    hydra_dir = Path(run_dir) / ".hydra"
-    if not (hydra_dir / "config.yaml").exists():
+    folders = [Path(run_dir) / ".hydra", Path(run_dir).parent / ".hydra"]  # a pipeline's stage: the run's config
+    hydra_dir = next((f for f in folders if (f / "config.yaml").exists()), None)
+    if hydra_dir is None:
         return {}
     cfg = OmegaConf.load(hydra_dir / "config.yaml")
     config = resolved(cfg)
