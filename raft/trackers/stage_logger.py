@@ -38,7 +38,8 @@ class StageLogger(Logger):
 
 
 class StageCurves(Callback):
-    """Learning rate and gradient norm (before clipping) of every optimizer step, logged by the module."""
+    """Learning rate and gradient norm of every optimizer step, logged by the module: the norm before Lightning's
+    clipping (`gradient_clip_val`); a module that clips itself first (PPO) shows its clipped norm."""
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
         params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
