@@ -69,3 +69,28 @@ def test_a_tracker_without_its_package_says_what_to_install(tmp_path, caplog):
     (warning,) = [r.getMessage() for r in caplog.records]
     assert "pip install 'raft[mlflow]'" in warning and "\n" not in warning
     assert len(read_metrics_csv(tmp_path / "metrics.csv")) == 2
+
+
+def test_an_sft_task_sends_its_curves_to_its_folders_tracker(tmp_path):
+    import functools
+
+    from conftest import quiet_trainer
+
+    from raft.data import PreferencePairs
+    from raft.modules.sft import SFTModule
+    from raft.policies.causal_lm import CausalLMPolicy
+    from raft.resolvers import asset_path
+    from raft.tasks.sft import SFTTask
+    from raft.tracking import Tracker
+
+    task = SFTTask(
+        policy=CausalLMPolicy("tiny-llama", sample_dtype="float32", max_length=96),
+        data=PreferencePairs(asset_path("hh_rlhf/harmless-base.jsonl.gz"), max_train=8, max_test=2),
+        module=functools.partial(SFTModule, lr=1e-3, batch_size=4),
+        trainer=quiet_trainer(max_steps=2, max_epochs=1, log_every_n_steps=1),
+        output_dir=str(tmp_path / "sft"),
+        logger=Tracker,
+    )
+    assert (task.run() / "config.json").is_file()
+    rows = (tmp_path / "sft" / "train_steps.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:] if ",train/loss," in r] == ["0", "1"]

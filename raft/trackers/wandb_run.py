@@ -45,7 +45,7 @@ class WandbRun:
         kwargs = dict(
             project=project,
             entity=entity,
-            name=name or self.run_dir.name,
+            name=name or display_name(self.run_dir),
             group=group,
             tags=list(tags),
             id=self.run_id(),
@@ -126,6 +126,11 @@ class WandbRun:
             if key not in self.axis_of and key not in (STEP, ITERATION, STAGE):
                 self.axis_of[key] = axis
                 self.run.define_metric(key, step_metric=axis)
+
+
+def display_name(run_dir: Path) -> str:
+    """The run folder's name (its overrides); a pipeline stage's folder (no `.hydra` of its own) after its run's."""
+    return run_dir.name if (run_dir / ".hydra").exists() else f"{run_dir.parent.name}/{run_dir.name}"
 
 
 def flat(values: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
