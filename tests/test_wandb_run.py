@@ -46,7 +46,8 @@ def strictly_increasing(values) -> bool:
 @pytest.mark.slow
 def test_a_two_iteration_run_is_one_wandb_run_with_everything_in_it(tmp_path):
     args = ["model=tiny", "task.iterations=2", "task.batch_size=4", "sampler.max_new_tokens=6", "sampler.K=2"]
-    args += ["evaluator.n_prompts=4", "trainer.max_epochs=1", "trainer.precision=32", "module.batch_size=2"]
+    args += ["evaluator.n_prompts=4", "evaluator.every=1", "trainer.max_epochs=1", "trainer.precision=32"]
+    args += ["module.batch_size=2"]
     result = subprocess.run(
         [sys.executable, "-m", "raft", *args, "logger=wandb", f"hydra.run.dir={tmp_path}"],
         capture_output=True,
@@ -77,7 +78,7 @@ def test_a_two_iteration_run_is_one_wandb_run_with_everything_in_it(tmp_path):
     csv_rows = read_metrics_csv(tmp_path / "metrics.csv")
     assert [r["iteration"] for r in iterations] == [0, 1]
     for row, csv_row in zip(iterations, csv_rows):
-        for key in ("policy_reward", "best_of_k_reward", "selected_distinct_2", "kl", "capped_share"):
+        for key in ("policy_reward", "best_of_k_reward", "selected_distinct_2", "kl", "capped_share", "eval_reward"):
             assert row[key] == pytest.approx(float(csv_row[key]))
     # one table, two increments: every sample of both iterations, selected and rejected, with its reward
     assert [r["samples/increment_num"] for r in run.rows_with("samples/path")] == [0, 1]
