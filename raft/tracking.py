@@ -108,9 +108,9 @@ class Tracker:
         iteration = int(metrics["iteration"])
         self.rows = self._derived_rows({iteration: dict(metrics)})
         self._write_csv()
+        step = self._take_step()  # whichever trackers there are, so a resume may add one without a step clash
         if not self.backends:
             return
-        step = self._take_step()
         try:
             rows = stage_rows(self.run_dir / f"iter_{iteration:03d}", iteration, samples or [], self.table_rows)
         except (OSError, ValueError) as e:
@@ -120,13 +120,14 @@ class Tracker:
 
     def close(self) -> None:
         """The run's figures (`*.png` of the run folder) and before/after evaluation, then each tracker's end."""
+        step = self._take_step()
         if self.backends:
             evaluation = {}
             try:
                 evaluation = json.loads((self.run_dir / "evaluation.json").read_text())
             except (OSError, ValueError):
                 pass
-            self._each("log_end", self._take_step(), sorted(self.run_dir.glob("*.png")), evaluation)
+            self._each("log_end", step, sorted(self.run_dir.glob("*.png")), evaluation)
         self._each("close")
         self.backends = {}
 
