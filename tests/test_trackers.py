@@ -94,3 +94,23 @@ def test_an_sft_task_sends_its_curves_to_its_folders_tracker(tmp_path):
     assert (task.run() / "config.json").is_file()
     rows = (tmp_path / "sft" / "train_steps.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows[1:] if ",train/loss," in r] == ["0", "1"]
+
+
+def test_mlflow_gets_the_curves_and_a_resumed_run_continues_its_mlflow_run(tmp_path):
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+    from PIL import Image
+
+    Image.new("RGB", (4, 4)).save(tmp_path / "reward_curve.png")  # the run's figure, logged at the end
+    feed(logger_partial("mlflow")(run_dir=tmp_path))
+    run_id = (tmp_path / "mlflow_run_id.txt").read_text().strip()
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    history = [(m.step, m.value) for m in client.get_metric_history(run_id, "train/loss")]
+    assert history == [(0, 1.0), (1, 0.5), (3, pytest.approx(1 / 3)), (4, 0.25)]
+    again = logger_partial("mlflow")(run_dir=tmp_path)  # the same folder again: the same MLflow run
+    again.log_iteration({"iteration": 2, "policy_reward": 3.0})
+    again.close()
+    rewards = [(m.step, m.value) for m in client.get_metric_history(run_id, "iteration/policy_reward")]
+    assert rewards == [(2, 0.5), (5, 1.5), (7, 3.0)]  # 6: the first life's close
+    assert [a.path for a in client.list_artifacts(run_id)] == ["reward_curve.png"]
+    assert (tmp_path / "mlflow_artifacts").is_dir()  # in the run folder, not the working directory

@@ -50,7 +50,8 @@ class TensorBoard(LightningTracker):
 
 class MLflow(LightningTracker):
     """One MLflow run per run folder (its id kept in `<run>/mlflow_run_id.txt`, so a resumed run continues it),
-    in `experiment_name` (the sweep's name), stored under `<run>/mlruns` unless `tracking_uri` says where."""
+    in `experiment_name` (the sweep's name), stored in `<run>/mlflow.db` and `<run>/mlflow_artifacts/` (the
+    figures) unless `tracking_uri` says where (`mlflow ui --backend-store-uri sqlite:///<run>/mlflow.db`)."""
 
     extra = "mlflow"
 
@@ -63,7 +64,8 @@ class MLflow(LightningTracker):
         logger = MLFlowLogger(
             experiment_name=experiment_name,
             run_name=run_dir.name,
-            tracking_uri=tracking_uri or (run_dir / "mlruns").resolve().as_uri(),
+            tracking_uri=tracking_uri or f"sqlite:///{(run_dir / 'mlflow.db').resolve()}",  # MLflow 3: no file store
+            artifact_location=None if tracking_uri else (run_dir / "mlflow_artifacts").resolve().as_uri(),
             run_id=id_file.read_text().strip() if id_file.exists() else None,
         )
         if not id_file.exists():
