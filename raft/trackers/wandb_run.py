@@ -87,7 +87,9 @@ class WandbRun:
         if rows:
             data["samples"] = self.add_rows(rows)
             images = [
-                wandb.Image(str(r.image), caption=f"reward {r.reward:.3f}") for r in rows if r.image and r.selected
+                wandb.Image(str(r.image), caption=f"reward {r.reward:.3f}")
+                for r in rows
+                if r.image and r.selected and r.reward is not None
             ]
             if images:
                 data["selected_images"] = images
