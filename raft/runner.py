@@ -78,6 +78,7 @@ class Runner:
         )
         self.init_checkpoint = Path(init_checkpoint) if init_checkpoint else None  # e.g. an SFT stage's output
         self.torch_threads = torch_threads
+        self.tracker: Tracker | None = None  # rank 0's, while `run` runs
 
     # -- what a task supplies ------------------------------------------------------------------
     def step(self, t: int, batch: list[tuple[int, str]]) -> tuple[dict, list[Sample]]:
@@ -101,16 +102,16 @@ class Runner:
             self.run_iterations(self.data.prompts("train"))
             return {}
         # metrics.csv comes from the tracker; without a logger config, a CSV-only one
-        tracker = self.logger(run_dir=self.run_dir) if self.logger else Tracker(self.run_dir)
+        tracker = self.tracker = self.logger(run_dir=self.run_dir) if self.logger else Tracker(self.run_dir)
         prompts, references = self.held_out()
         before = self.evaluate_start(prompts, references)
         history = self.run_iterations(self.data.prompts("train"), prompts, references, tracker)
         self.release()
         after = self.evaluate_end(history, prompts, references)
         atomic_write_text(self.run_dir / "evaluation.json", json.dumps({"before": before, "after": after}, indent=2))
-        tracker.close()
         plot_run(history, self.run_dir / "reward_curve.png")
         self.summarise(before, after, history)
+        tracker.close()  # after the figures: the trackers get them too
         return {"before": before, "after": after, "iterations": history}
 
     def run_iterations(
@@ -178,6 +179,10 @@ class Runner:
             100 * metrics.get("capped_share", float("nan")),
             metrics["wall_time_s"],
         )
+
+    def tracked(self, trainer: Callable, t: int) -> Callable:
+        """Iteration t's Trainer partial, its curves sent to the run's tracker (when there is one)."""
+        return self.tracker.trainer(trainer, t) if self.tracker is not None else trainer
 
     # -- the before/after envelope (held-out prompts; the image task replaces it) --------------
     def prepare(self) -> None:

@@ -1,8 +1,11 @@
-"""Per-iteration tracking: metrics.csv in the run folder always, Weights & Biases optionally.
+"""The run's tracking, fed from one place: metrics.csv (always), the fine-tuning curves of every stage, and the
+chosen trackers (`logger.backends`: W&B, TensorBoard, MLflow; raft/trackers/).
 
-metrics.csv is rewritten whole (atomically) from all rows at every iteration, so a resumed run keeps
-the rows of its earlier life. W&B is imported only when asked for, runs offline when there is no API
-key or the service cannot be reached, and any W&B error only disables W&B (the CSV goes on).
+metrics.csv is rewritten whole (atomically) from all rows at every iteration, so a resumed run keeps the rows
+of its earlier life. Each stage's Lightning Trainer gets a logger that brings its curves here (`trainer`); they
+go to `train_steps.csv` and the trackers on the run's step axis, which continues across stages and across
+restarts (`tracking_step.txt` holds the next free step), so no tracker ever sees a step twice. A tracker that
+cannot start or fails later is dropped with one warning: tracking never ends a run.
 """
 
 from __future__ import annotations
@@ -13,12 +16,14 @@ import json
 import logging
 import math
 import os
-import uuid
+import tempfile
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from raft.atomic import atomic_write_text
 from raft.samples import Sample
+from raft.trackers.sample_rows import stage_rows
+from raft.trackers.stage_logger import StageCurves, StageLogger
 
 log = logging.getLogger("raft")
 
@@ -61,17 +66,7 @@ def read_metrics_csv(path: str | Path) -> list[dict[str, str]]:
 
 class Tracker:
     def __init__(
-        self,
-        run_dir: str | Path,
-        wandb: bool = False,
-        project: str = "raft",
-        entity: str | None = None,
-        name: str | None = None,
-        group: str | None = None,
-        tags: Sequence[str] = (),
-        mode: str | None = None,
-        init_timeout: float = 30.0,
-        table_rows: int = 32,
+        self, run_dir: str | Path, backends: Mapping[str, Callable[..., Any] | None] | None = None, table_rows: int = 32
     ):
         self.check_arguments(locals())
         self.run_dir = Path(run_dir)
@@ -80,40 +75,120 @@ class Tracker:
         if list(self.run_dir.glob("iter_*/metrics.json")):
             self._write_csv()  # a run killed between metrics.json and the CSV gets its row back now
         self.table_rows = table_rows
-        self._wandb_run = None
-        if wandb:
-            self._wandb_run = self._start_wandb(
-                project, entity, name or self.run_dir.name, group, list(tags), mode, init_timeout
-            )
+        self.step_path, self.steps_csv = self.run_dir / "tracking_step.txt", self.run_dir / "train_steps.csv"
+        self.next_step = int(self.step_path.read_text()) if self.step_path.exists() else 0
+        self.backends: dict[str, Any] = {}
+        for name, make in (backends or {}).items():
+            if make is not None:  # logger.backends.<name>=null switches one off
+                self._start(name, make)
 
     @staticmethod
     def check_arguments(a: Mapping[str, Any]) -> None:
-        """The settings' rules, also run before any model loads (raft/validation.py)."""
-        if a["mode"] not in (None, "online", "offline", "disabled"):
-            raise ValueError(f"logger.mode must be online, offline, disabled or null, got {a['mode']!r}")
+        """The settings' rules, the backends' included, also run before any model loads (raft/validation.py)."""
+        from raft.validation import check_partial
+
         if a["table_rows"] < 0:
             raise ValueError(f"logger.table_rows must be >= 0, got {a['table_rows']}")
-        if a["init_timeout"] <= 0:
-            raise ValueError(f"logger.init_timeout must be > 0 seconds, got {a['init_timeout']}")
+        for name, make in (a["backends"] or {}).items():
+            check_partial(make, f"logger.backends.{name}")
 
     # -- the loop's interface ------------------------------------------------------------------
+    def trainer(self, make_trainer: Callable[..., Any], iteration: int) -> Callable[..., Any]:
+        """`make_trainer` (a stage's Trainer partial) with a logger that brings the stage's curves here and
+        a callback that logs learning rate and gradient norm; the trainer's own callbacks are kept."""
+
+        def build(**kwargs: Any) -> Any:
+            own = list(getattr(make_trainer, "keywords", {}).get("callbacks") or [])
+            callbacks = [*own, *kwargs.pop("callbacks", []), StageCurves()]
+            return make_trainer(**kwargs, logger=StageLogger(self, iteration, self.next_step), callbacks=callbacks)
+
+        return build
+
+    def log_steps(self, metrics: Mapping[str, float], step: int, iteration: int) -> None:
+        """One step of a fine-tuning stage (from its StageLogger), `step` on the run's axis."""
+        self._save_step(max(self.next_step, step + 1))
+        try:
+            self._append_steps(metrics, step, iteration)
+        except OSError as e:
+            log.warning("could not append to %s (%s)", self.steps_csv, e)
+        self._each("log_steps", numbers(metrics), step, iteration)
+
     def log_iteration(self, metrics: Mapping[str, Any], samples: Sequence[Sample] | None = None) -> None:
         iteration = int(metrics["iteration"])
         self.rows = self._derived_rows({iteration: dict(metrics)})
         self._write_csv()
-        if self._wandb_run is not None:
-            try:
-                self._log_wandb(iteration, metrics, samples)
-            except Exception as e:  # tracking must never end a run
-                self._wandb_failed(e)
+        step = self._take_step()  # whichever trackers there are, so a resume may add one without a step clash
+        if not self.backends:
+            return
+        try:
+            rows = stage_rows(self.run_dir / f"iter_{iteration:03d}", iteration, samples or [], self.table_rows)
+        except (OSError, ValueError) as e:
+            log.warning("no sample table for iteration %d (%s)", iteration, e)
+            rows = []
+        self._each("log_iteration", numbers(metrics), step, rows)
 
     def close(self) -> None:
-        if self._wandb_run is not None:
+        """The run's figures (`*.png` of the run folder) and before/after evaluation, then each tracker's end."""
+        step = self._take_step()
+        if self.backends:
+            evaluation = {}
             try:
-                self._wandb_run.finish()
-            except Exception as e:
-                log.warning("W&B finish failed (%s); metrics.csv is complete", e)
-            self._wandb_run = None
+                evaluation = json.loads((self.run_dir / "evaluation.json").read_text())
+            except (OSError, ValueError):
+                pass
+            self._each("log_end", step, sorted(self.run_dir.glob("*.png")), evaluation)
+        self._each("close")
+        self.backends = {}
+
+    # -- trackers ------------------------------------------------------------------------------
+    def _start(self, name: str, make: Callable[..., Any]) -> None:
+        try:
+            self.backends[name] = make(run_dir=self.run_dir)
+        except ValueError:
+            raise  # a bad logger setting: say so before the run starts
+        except ImportError as e:
+            extra = getattr(getattr(make, "func", make), "extra", name)
+            log.warning("logger %s needs a package that is not installed (%s): pip install 'raft[%s]'", name, e, extra)
+        except Exception as e:
+            log.warning("logger %s could not start (%s: %s); logging to metrics.csv", name, type(e).__name__, e)
+
+    def _each(self, method: str, *args: Any) -> None:
+        for name, backend in list(self.backends.items()):
+            try:
+                getattr(backend, method)(*args)
+            except Exception as e:  # tracking must never end a run
+                log.warning(
+                    "logger %s disabled after an error (%s: %s); metrics.csv goes on", name, type(e).__name__, e
+                )
+                del self.backends[name]
+
+    # -- the run's step axis -------------------------------------------------------------------
+    def _take_step(self) -> int:
+        step = self.next_step
+        self._save_step(step + 1)
+        return step
+
+    def _save_step(self, next_step: int) -> None:
+        """Kept at every step (no fsync: it must survive a killed process, not a power cut, and cost nothing)."""
+        if next_step == self.next_step and self.step_path.exists():
+            return
+        self.next_step = next_step
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.run_dir, prefix=".tracking_step.", suffix=".tmp")
+            with os.fdopen(fd, "w") as f:
+                f.write(str(next_step))
+            os.replace(tmp, self.step_path)
+        except OSError as e:
+            log.warning("could not keep the tracking step in %s (%s)", self.step_path, e)
+
+    def _append_steps(self, metrics: Mapping[str, float], step: int, iteration: int) -> None:
+        new = not self.steps_csv.exists()
+        with open(self.steps_csv, "a", encoding="utf-8", newline="") as f:
+            writer = csv.writer(f, lineterminator="\n")
+            if new:
+                writer.writerow(["step", "iteration", "metric", "value"])
+            writer.writerows([step, iteration, k, v] for k, v in metrics.items())
 
     # -- CSV -----------------------------------------------------------------------------------
     def _derived_rows(self, latest: Mapping[int, dict] | None = None) -> list[dict[str, Any]]:
@@ -138,73 +213,11 @@ class Tracker:
         writer.writerows(self.rows)
         atomic_write_text(self.csv_path, out.getvalue())
 
-    # -- Weights & Biases ----------------------------------------------------------------------
-    def _start_wandb(self, project, entity, name, group, tags, mode, init_timeout):
-        try:
-            import wandb
-        except ImportError:
-            log.warning("logger=wandb but the wandb package is not installed; logging to metrics.csv only")
-            return None
-        if mode is None and not os.environ.get("WANDB_MODE") and not os.environ.get("WANDB_API_KEY"):
-            mode = "offline"  # no key: keep a local run that `wandb sync` can upload later
-        kwargs = dict(
-            project=project,
-            entity=entity,
-            name=name,
-            group=group,
-            tags=tags,
-            id=self._run_id(),
-            resume="allow",
-            config=self._hydra_config(),
-            dir=None if os.environ.get("WANDB_DIR") else str(self.run_dir),
-            settings=wandb.Settings(init_timeout=init_timeout),
-        )
-        try:
-            return wandb.init(mode=mode, **kwargs)
-        except Exception as e:
-            if mode == "offline":
-                self._wandb_failed(e)
-                return None
-            log.warning("W&B init failed (%s); retrying offline", e)
-        try:
-            return wandb.init(mode="offline", **kwargs)
-        except Exception as e:
-            self._wandb_failed(e)
-            return None
 
-    def _run_id(self) -> str:
-        """One W&B run per run folder, so a resumed run continues the same W&B run."""
-        path = self.run_dir / "wandb_run_id.txt"
-        if not path.exists():
-            atomic_write_text(path, uuid.uuid4().hex[:12])
-        return path.read_text().strip()
-
-    def _hydra_config(self) -> dict | None:
-        path = self.run_dir / ".hydra" / "config.yaml"
-        if not path.exists():
-            return None
-        from omegaconf import OmegaConf
-
-        return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
-
-    def _log_wandb(self, iteration: int, metrics: Mapping[str, Any], samples: Sequence[Sample] | None) -> None:
-        import wandb
-
-        data = {
-            k: v
-            for k, v in metrics.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and not (isinstance(v, float) and math.isnan(v))
-        }
-        if samples and self.table_rows:
-            rows = [
-                [iteration, s.prompt_idx, s.sample_idx, s.prompt, s.response, s.reward]
-                for s in list(samples)[: self.table_rows]
-            ]
-            data["selected_samples"] = wandb.Table(
-                columns=["iteration", "prompt_idx", "sample_idx", "prompt", "response", "reward"], data=rows
-            )
-        self._wandb_run.log(data, step=iteration)
-
-    def _wandb_failed(self, error: Exception) -> None:
-        log.warning("W&B disabled after an error (%s: %s); logging to metrics.csv only", type(error).__name__, error)
-        self._wandb_run = None
+def numbers(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """What a tracker can draw: the finite-or-not numbers (NaN = not measured, left out), no flags or text."""
+    return {
+        k: v
+        for k, v in metrics.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and not (isinstance(v, float) and math.isnan(v))
+    }

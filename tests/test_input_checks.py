@@ -51,7 +51,10 @@ def pairs_rows(n: int = 20) -> list[dict]:
         ("trainer.max_epochs=-1", "trainer.max_epochs must be >= 1"),
         ("trainer.precision=foo", "trainer: Precision 'foo' is invalid"),
         ("trainer.devices=2", "launch it with `torchrun --nproc_per_node 2 -m raft"),
-        ("logger=wandb logger.mode=foo", "logger.mode must be online, offline, disabled or null, got 'foo'"),
+        (
+            "logger=wandb logger.backends.wandb.mode=foo",
+            "logger.backends.wandb.mode must be online, offline, disabled or null",
+        ),
         ("task=ppo module.clip_range=-1", "module.clip_range must be >= 0"),
         ("task=sft module.lr=0", "module.lr must be > 0"),
         ("task=reward_model module.batch_size=0", "module.batch_size must be >= 1"),

@@ -123,6 +123,21 @@ def test_reward_model_task_trains_reports_saves_and_resumes(tiny_backbone, tmp_p
     again = RewardModelTask(data, str(tiny_backbone), module, trainer, str(out)).run()
     assert again == metrics and "skipping training" in capsys.readouterr().out
 
+    # with a tracker: the training curves reach the run folder above the model's
+    from raft.tracking import Tracker
+
+    logged = tmp_path / "tracked" / "rm"
+    RewardModelTask(
+        data,
+        str(tiny_backbone),
+        module,
+        quiet_trainer(max_steps=2, max_epochs=1, log_every_n_steps=1),
+        str(logged),
+        logger=Tracker,
+    ).run()
+    curves = (logged.parent / "train_steps.csv").read_text()
+    assert "train/loss" in curves and "train/accuracy" in curves and "train/grad_norm" in curves
+
     # The saved model reproduces the reported accuracy through the reward interface.
     test = data.pairs("test")
     reward = TrainedRewardModel(str(out))

@@ -1,5 +1,6 @@
 """metrics.csv rows survive a resume; W&B offline logs metrics and a sample table; W&B errors never stop a run."""
 
+import functools
 import logging
 import sys
 import types
@@ -7,7 +8,12 @@ import types
 import pytest
 
 from raft.samples import Sample
+from raft.trackers.wandb_run import WandbRun
 from raft.tracking import Tracker, read_metrics_csv
+
+
+def wandb_tracker(run_dir, **settings):
+    return Tracker(run_dir, backends={"wandb": functools.partial(WandbRun, **settings)})
 
 
 def test_csv_union_of_columns_in_contract_order(tmp_path):
@@ -45,8 +51,8 @@ def test_wandb_offline_run(tmp_path, monkeypatch):
     (tmp_path / "wb").mkdir()
     run_dir = tmp_path / "run"
     samples = [Sample(0, "hi", "hello there", reward=1.0), Sample(1, "bye", "good bye", reward=0.5)]
-    tracker = Tracker(run_dir, wandb=True, project="raft-test", init_timeout=20)
-    assert tracker._wandb_run is not None
+    tracker = wandb_tracker(run_dir, project="raft-test", init_timeout=20)
+    assert "wandb" in tracker.backends
     tracker.log_iteration({"iteration": 0, "policy_reward": 0.5, "eval_ppl": float("nan")}, samples)
     tracker.close()
     runs = list((tmp_path / "wb" / "wandb").glob("offline-run-*"))
@@ -62,6 +68,9 @@ def test_wandb_failures_fall_back_to_csv(tmp_path, monkeypatch, caplog):
             pass
 
     class Run:
+        def define_metric(self, *args, **kwargs):
+            pass
+
         def log(self, *args, **kwargs):
             raise ConnectionError("service went away")
 
@@ -73,16 +82,16 @@ def test_wandb_failures_fall_back_to_csv(tmp_path, monkeypatch, caplog):
             raise TimeoutError("no answer")
         return Run()
 
-    broken.Settings, broken.init, broken.Table = Settings, init, lambda **kw: kw
+    broken.Settings, broken.init, broken.Table, broken.teardown = Settings, init, lambda **kw: kw, lambda: None
     monkeypatch.setitem(sys.modules, "wandb", broken)
     with caplog.at_level(logging.WARNING, logger="raft"):
-        tracker = Tracker(tmp_path, wandb=True, mode="online")
+        tracker = wandb_tracker(tmp_path, mode="online")
         assert modes == ["online", "offline"]  # the online failure is retried offline
         tracker.log_iteration({"iteration": 0, "policy_reward": 1.0}, [Sample(0, "p", "r", reward=1.0)])
         tracker.log_iteration({"iteration": 1, "policy_reward": 2.0})
         tracker.close()
     assert len(read_metrics_csv(tmp_path / "metrics.csv")) == 2
-    assert sum("W&B disabled" in r.message for r in caplog.records) == 1  # warned once
+    assert sum("wandb disabled after an error" in r.message for r in caplog.records) == 1  # warned once
 
 
 def test_logger_configs_are_partial(tmp_path):

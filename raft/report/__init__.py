@@ -1,4 +1,5 @@
-"""`raft report PATH [--out DIR]`: paper-style tables and figures from one run folder or a multirun folder."""
+"""`raft report PATH [--out DIR] [--wandb]`: paper-style tables and figures from one run folder or a multirun
+folder (with --wandb also attached to the runs' W&B group)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,11 @@ def main(argv: list[str]) -> int:
         default="last",
         help="which stage of each run to tabulate: the last, the best evaluated one (the paper's "
         "choice), or both side by side (default: last)",
+    )
+    parser.add_argument(
+        "--wandb",
+        action="store_true",
+        help="also attach the table and figures to the runs' W&B group (offline without WANDB_API_KEY)",
     )
     args = parser.parse_args(argv)
 
@@ -52,4 +58,13 @@ def main(argv: list[str]) -> int:
     print(f"{len(runs)} runs in {len(groups)} configurations under {args.path}\n")
     print(markdown)
     print(f"written to {out}: " + ", ".join(written + [p.name for p in plots]))
+    if args.wandb:
+        from raft.report.wandb_publish import publish
+
+        try:
+            group = publish(out, [run.path for run in runs], written)
+        except Exception as e:  # the files are written; say why W&B did not get them
+            print(f"raft report: W&B failed ({type(e).__name__}: {e}); the report is in {out}", file=sys.stderr)
+            return 1
+        print(f"attached to W&B group {group!r}")
     return 0

@@ -94,7 +94,7 @@ class PPOTask(Runner):
         # 3. update: the PPO epochs over these rollouts, then save policy and state
         ppo.set_rollouts(rollouts)
         ppo.train()  # Lightning 2 keeps the caller's mode; LoRA dropout is part of the recipe (Table 12)
-        fit_to_completion(self.trainer(default_root_dir=str(stage)), ppo)
+        fit_to_completion(self.tracked(self.trainer, t)(default_root_dir=str(stage)), ppo)
         with atomic_dir(self.checkpoint_dir(t)) as tmp:
             ppo.save_policy(tmp, tokenizer, base=self.init_checkpoint)  # what CausalLMPolicy.load reads
             ppo.save_state(tmp)

@@ -66,7 +66,8 @@ class RaftTask(Runner):
         if not is_complete(self.checkpoint_dir(t)):
             seed_stage(self.seed, t)  # a resumed run shuffles and drops out as the uninterrupted one did
             with atomic_dir(self.checkpoint_dir(t)) as tmp:
-                self.policy.finetune(checkpoint, self.training_set(selected), tmp, self.module, self.trainer)
+                trainer = self.tracked(self.trainer, t)
+                self.policy.finetune(checkpoint, self.training_set(selected), tmp, self.module, trainer)
             release_memory()
         # 5. how far the policy this stage produced has moved from the initial one
         kl = self.stage(stage / "kl_samples.jsonl", lambda: self.kl_samples(t, batch)) if self.tracks_kl else []

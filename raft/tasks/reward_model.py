@@ -29,6 +29,7 @@ class RewardModelTask:
         dtype: str = "float32",
         eval_batch_size: int = 32,
         seed: int = 0,
+        logger: Callable | None = None,
     ):
         if backbone != MINILM_ALIAS:
             from raft.models import check_model_name
@@ -38,7 +39,7 @@ class RewardModelTask:
         check_partial(trainer, "trainer")
         self.data, self.backbone, self.module, self.trainer = data, backbone, module, trainer
         self.output_dir, self.dtype = Path(output_dir), dtype
-        self.eval_batch_size, self.seed = eval_batch_size, seed
+        self.eval_batch_size, self.seed, self.logger = eval_batch_size, seed, logger
 
     def run(self) -> dict:
         if is_complete(self.output_dir):  # resume: the folder appears once complete, and its manifest still holds
@@ -61,7 +62,13 @@ class RewardModelTask:
         module = self.module(
             model=model, tokenizer=tokenizer, train_pairs=self.data.pairs("train"), val_pairs=self.data.pairs("test")
         )
-        fit_to_completion(self.trainer(), module)
+        # the curves (loss, accuracy) go to the tracker of the folder above: output_dir appears only once complete
+        tracker = self.logger(run_dir=self.output_dir.parent) if self.logger and is_rank_zero() else None
+        try:
+            fit_to_completion((tracker.trainer(self.trainer, 0) if tracker else self.trainer)(), module)
+        finally:
+            if tracker is not None:
+                tracker.close()
         if not is_rank_zero():  # another process of a torchrun / SLURM launch: rank 0 scores and saves
             return json.loads(wait_for(self.output_dir / METRICS_FILE).read_text())
         test = self.data.pairs("test")

@@ -23,6 +23,7 @@ class SFTTask:
         output_dir: str,
         max_examples: int | None = None,
         seed: int = 0,
+        logger: Callable | None = None,
     ):
         if max_examples is not None and max_examples < 1:
             raise ValueError(f"task.max_examples must be >= 1 or null, got {max_examples}")
@@ -30,6 +31,7 @@ class SFTTask:
         check_partial(trainer, "trainer")
         self.policy, self.data, self.module, self.trainer = policy, data, module, trainer
         self.checkpoint, self.max_examples, self.seed = Path(output_dir) / "checkpoint", max_examples, seed
+        self.logger = logger  # the run's tracker: the fine-tuning curves
 
     def run(self) -> Path:
         if is_complete(self.checkpoint):
@@ -44,7 +46,13 @@ class SFTTask:
                 lambda scratch: self.policy.finetune(None, examples, scratch, self.module, self.trainer),
             )
             return wait_for(self.checkpoint)
-        with atomic_dir(self.checkpoint) as tmp:
-            self.policy.finetune(None, examples, tmp, self.module, self.trainer)
+        tracker = self.logger(run_dir=self.checkpoint.parent) if self.logger else None
+        try:
+            with atomic_dir(self.checkpoint) as tmp:
+                trainer = tracker.trainer(self.trainer, 0) if tracker else self.trainer
+                self.policy.finetune(None, examples, tmp, self.module, trainer)
+        finally:
+            if tracker is not None:
+                tracker.close()
         print(f"sft: trained on {len(examples)} chosen responses -> {self.checkpoint}")
         return self.checkpoint
