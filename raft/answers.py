@@ -12,10 +12,12 @@ from fractions import Fraction
 INSTRUCTIONS = {
     "answer_line": 'Think step by step, then write the final answer on the last line as "Answer: <answer>".',
     "boxed": "Think step by step, then put the final answer in \\boxed{}.",
+    "hashes": 'Let\'s think step by step and output the final answer after "####".',  # GSM8K's own marker
     "last_number": "Think step by step and end with the final answer.",
 }
 FORMATS = tuple(INSTRUCTIONS)
 ANSWER_LINE = re.compile(r"answer\s*(?:is)?\s*[:=]\s*(.+)", re.IGNORECASE)
+HASHES = re.compile(r"####\s*(.+)")
 NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?")
 
 
@@ -34,7 +36,10 @@ def extract_answer(response: str, answer_format: str) -> str | None:
     """The final answer in `answer_format`, or None when the response does not give one that way."""
     if answer_format == "answer_line":
         found = ANSWER_LINE.findall(response)
-        return _clean(found[-1]) if found else None
+        return (_clean(found[-1]) or None) if found else None
+    if answer_format == "hashes":
+        found = HASHES.findall(response)
+        return (_clean(found[-1]) or None) if found else None
     if answer_format == "boxed":
         return last_boxed(response)
     numbers = NUMBER.findall(response)
@@ -58,7 +63,7 @@ def last_boxed(text: str) -> str | None:
 
 def _clean(answer: str) -> str:
     """One line, without markdown emphasis, a closing full stop, or a trailing unit sentence."""
-    answer = answer.strip().splitlines()[0].strip().strip("*_`").strip()
+    answer = answer.strip().strip("*_`").strip()
     boxed = last_boxed(answer)
     answer = boxed if boxed is not None else answer
     return answer.removeprefix("$").removesuffix("$").rstrip(".").strip()

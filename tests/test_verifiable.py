@@ -77,6 +77,9 @@ def test_arithmetic_settings_are_validated(kwargs, message):
         ("**Answer:** 1,250.", "answer_line", "1,250"),
         ("answer: 2\nwait, Answer: 3", "answer_line", "3"),  # the last one counts
         ("The total is 7.", "answer_line", None),  # no answer line: no answer
+        ("Answer:   \n", "answer_line", None),
+        ("48 + 24 = 72\n#### 72", "hashes", "72"),
+        ("The answer is 72.", "hashes", None),
         ("so $\\boxed{\\frac{1}{2}}$", "boxed", "\\frac{1}{2}"),
         ("\\boxed{x^{2}+1} and \\boxed{5}", "boxed", "5"),
         ("\\boxed{12", "boxed", None),  # cut off mid-answer
@@ -209,3 +212,30 @@ def test_reward_config_finds_the_answers_of_the_data_config():
     data, reward = instantiate(cfg.data), instantiate(cfg.reward)
     assert reward.answer_format == "answer_line" and reward.problems.prompts("test") == data.prompts("test")
     assert instantiate(compose_with("data=math500", "reward=exact_match").reward).answer_format == "boxed"
+
+
+def test_arithmetic_preset_builds_its_task(tmp_path):
+    cfg = compose_with("experiment=arithmetic_raft")
+    assert (cfg.model.name_or_path, cfg.model.chat_template) == ("smollm2-135m-instruct", False)
+    assert (cfg.sampler.K, cfg.sampler.temperature, list(cfg.sampler.stop)) == (8, 1.0, ["\n"])
+    data = instantiate(cfg.data)
+    prompt = data.prompts("test")[0]
+    assert prompt.startswith("Question: Mia has 3 shells.") and prompt.endswith("\nSolution:")
+    assert len(data.prompts("train")) == 1000 and len(data.prompts("test")) == 64
+    cfg.task.output_dir = str(tmp_path)  # ${hydra:runtime.output_dir} exists only inside a Hydra run
+    task = instantiate(cfg.task, _convert_="all")  # constructors validate; no weights load yet
+    assert task.reward.problems.prompts("test") == data.prompts("test") and task.evaluator.every == 1
+    sweep = compose_with("experiment=arithmetic_methods")
+    assert sweep.data == cfg.data and sweep.sampler == cfg.sampler and sweep.hydra.sweeper.params.seed
+
+
+def test_gsm8k_qwen_preset_is_verls_setting():
+    cfg = compose_with("experiment=paper/gsm8k_qwen")
+    assert cfg.model.name_or_path == "Qwen/Qwen2.5-0.5B-Instruct" and cfg.trainer.accelerator == "gpu"
+    assert (cfg.data.path, cfg.data.name, cfg.data.extract) == ("openai/gsm8k", "main", "gsm8k")
+    assert cfg.data.answer_format == "hashes" and cfg.reward.answer_format == "hashes"
+    assert (cfg.sampler.K, cfg.sampler.temperature, cfg.sampler.max_new_tokens) == (5, 1.0, 512)
+    assert cfg.evaluator.n_prompts is None and cfg.evaluator.sampler.top_k == 1  # greedy, all 1,319 problems
+    data = instantiate(cfg.data)  # validates without the hub: the rows are read on first use
+    problem = data.prompt(type("P", (), {"question": "Q?"})())
+    assert problem == 'Q? Let\'s think step by step and output the final answer after "####".'
