@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # this checkout's raft, also when another one is installed
 FIXED = ["evaluator.every=1", "task.track_kl=false"]  # every step evaluated; no KL samples (TRL draws none at beta 0)
 
 
@@ -114,8 +115,6 @@ def trl_worker(args) -> None:
         torch.set_num_threads(cfg.task.torch_threads)
     data, reward, evaluator, policy = (instantiate(cfg[g]) for g in ("data", "reward", "evaluator", "model"))
     sampler, b, K = cfg.sampler, cfg.task.batch_size, cfg.sampler.K
-    if sampler.stop:
-        raise SystemExit("TRL's generate takes no stop strings here: benchmark a preset without sampler.stop")
     train = data.prompts("train")
     order = [p for t in range(args.steps) for _, p in prompt_batch(train, t, b, cfg.seed)]  # raft's walk D_t
     as_prompt = (lambda p: [{"role": "user", "content": p}]) if cfg.model.chat_template else (lambda p: p)
@@ -179,6 +178,12 @@ def trl_worker(args) -> None:
 
     start = evaluate(None, None, 0)
     model, tokenizer = load_causal_lm(cfg.model.name_or_path, "float32")
+    if sampler.stop:  # TRL stops at end-of-sequence ids only: every token that writes a stop string is one
+        eos = model.generation_config.eos_token_id
+        eos = [eos] if isinstance(eos, int) else list(eos or [tokenizer.eos_token_id])
+        vocab = range(len(tokenizer))
+        eos += [i for i in vocab if any(stop in tokenizer.decode([i]) for stop in sampler.stop) and i not in eos]
+        model.generation_config.eos_token_id = eos
     micro = min(args.trl_micro_batch, b * K)
     if (b * K) % micro:
         raise SystemExit(f"--trl-micro-batch {micro} must divide b * K = {b * K}")
