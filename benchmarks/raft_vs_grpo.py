@@ -252,6 +252,32 @@ def table(results: list[dict], samples_per_step: int) -> str:
     return "\n".join(lines)
 
 
+def against_trl(results: list[dict]) -> list[str]:
+    """The issue's criteria, per raft method: time to TRL's final accuracy, peak RSS and step time, as ratios."""
+    trl = next((r for r in results if r["method"] == "trl_grpo"), None)
+    if trl is None or not trl["steps"]:
+        return []
+    target, trl_s = trl["steps"][-1]["accuracy"], sum(s["step_s"] for s in trl["steps"])
+    trl_rss, trl_step = max(s["peak_rss_mb"] for s in trl["steps"]), trl_s / len(trl["steps"])
+    lines = []
+    for r in results:
+        if r is trl or not r["steps"]:
+            continue
+        total, reached = 0.0, None
+        for s in r["steps"]:
+            total += s["step_s"]
+            if reached is None and target is not None and s["accuracy"] is not None and s["accuracy"] >= target:
+                reached = total
+        step = sum(s["step_s"] for s in r["steps"]) / len(r["steps"])
+        rss = max(s["peak_rss_mb"] for s in r["steps"])
+        when = f"in {reached:.0f} s = {reached / trl_s:.2f}x TRL's {trl_s:.0f} s" if reached else "not reached"
+        lines.append(
+            f"{r['method']}: TRL's final accuracy {_f(target)} {when}; peak RSS per step {rss / trl_rss:.2f}x "
+            f"TRL's; step time {step / trl_step:.2f}x TRL's"
+        )
+    return lines
+
+
 def _f(value) -> str:
     return "-" if value is None else f"{value:.3f}"
 
@@ -311,6 +337,8 @@ def main() -> None:
     (out / "results.json").write_text(json.dumps(results, indent=2))
     plot(results, out / "accuracy_vs_seconds.png")
     print(table(results, cfg.task.batch_size * cfg.sampler.K))
+    for line in against_trl(results):
+        print(line)
     for r in results:
         print(f"{r['method']}: process wall {r['process_wall_s']:.0f} s, peak RSS {r['process_peak_rss_mb']:.0f} MiB")
     print(f"wrote {out / 'results.json'} and {out / 'accuracy_vs_seconds.png'}")

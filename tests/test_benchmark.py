@@ -50,3 +50,18 @@ def test_table_and_plot(bench, tmp_path):
     assert lines[6] == "| trl_grpo | 1 | 128 | - | 10 | 10 | 6 | 1 | 3 | 900 |"
     bench.plot([results[0]], tmp_path / "plot.png")
     assert (tmp_path / "plot.png").stat().st_size > 1000
+
+
+def test_against_trl_reports_the_issues_ratios(bench):
+    def run(method, accuracies, step_s, rss):
+        steps = [{"step": i + 1, "accuracy": a, "step_s": step_s, "peak_rss_mb": rss} for i, a in enumerate(accuracies)]
+        return {"method": method, "steps": steps}
+
+    results = [run("raft", [0.2, 0.4, 0.5], 10.0, 500.0), run("trl_grpo", [0.3, 0.4, 0.4], 40.0, 2000.0)]
+    (line,) = bench.against_trl(results)
+    assert line == (
+        "raft: TRL's final accuracy 0.400 in 20 s = 0.17x TRL's 120 s; "
+        "peak RSS per step 0.25x TRL's; step time 0.25x TRL's"
+    )
+    results[0]["steps"][1]["accuracy"] = results[0]["steps"][2]["accuracy"] = 0.1
+    assert "not reached" in bench.against_trl(results)[0]
