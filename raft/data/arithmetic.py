@@ -1,8 +1,9 @@
 """Multi-step arithmetic word problems with an integer answer, generated offline from a seed (`data=arithmetic`).
 
-A problem starts with a count of things and changes it `steps` times; each step is one sentence and one
-operation. Difficulty grows with `steps` and `max_operand`; every intermediate count stays a whole number
->= 0, so the answer is an integer and no step needs rounding.
+A problem starts with a count of things and changes it `steps` times, one sentence per step: add, subtract,
+multiply (buy packs of several: add a product) or divide (share equally, keep one share). Difficulty grows
+with `steps` and `max_operand`; every count stays a whole number >= 0, so the answer is an integer and no
+step needs rounding.
 """
 
 from __future__ import annotations
