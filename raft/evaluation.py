@@ -90,6 +90,10 @@ class Evaluator:
             for s in many:
                 best[s.prompt_idx] = max(best.get(s.prompt_idx, -math.inf), s.reward)
             metrics["best_of_k_reward"] = _mean(list(best.values()))
+        if getattr(self.reward, "binary", False):  # 0/1 rewards (exact match): accuracy and pass@K
+            metrics["accuracy"] = metrics["reward"]  # pass@1: one sample per held-out problem
+            if self.best_of_k > 0:
+                metrics["pass_at_k"] = metrics["best_of_k_reward"]  # share solved by any of the K samples
         atomic_write_text(out_dir / "eval_metrics.json", json.dumps(metrics, indent=2))
         return metrics
 

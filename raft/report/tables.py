@@ -25,6 +25,8 @@ COLUMNS = [
 # Shown when some run recorded them: the best-of-K reward of the first stage's samples (the paper's Table 5
 # "initial best-of-K" column: what ranking has to learn from), and the cost (PPO vs RAFT: time, memory).
 OPTIONAL_COLUMNS = [
+    ("accuracy", "Accuracy", 3),  # verifiable tasks (exact-match reward): pass@1 and pass@K on held-out problems
+    ("pass_at_k", "Pass@K", 3),
     ("initial_best_of_k", "Initial best-of-K", 3),
     ("stage", "Stage", 0),
     ("capped_share", "At length cap", 2),

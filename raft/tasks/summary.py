@@ -9,6 +9,8 @@ from typing import Sequence
 ROWS = [  # (label, key in evaluation dicts)
     ("policy reward (held-out)", "reward"),
     ("best-of-K reward (held-out)", "best_of_k_reward"),
+    ("accuracy (pass@1, held-out)", "accuracy"),
+    ("pass@K (held-out)", "pass_at_k"),
     ("perplexity on references", "ppl"),
     ("MSTTR-100", "msttr_100"),
     ("distinct-1", "distinct_1"),

@@ -1,0 +1,67 @@
+"""benchmarks/raft_vs_grpo.py's bookkeeping on a run folder written here: per-stage seconds, the table, the plot."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "raft_vs_grpo.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("raft_vs_grpo", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def written_at(path: Path, when: float, text: str = "{}") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    os.utime(path, (when, when))
+
+
+def test_stage_seconds_follow_the_stage_files(bench, tmp_path):
+    stage, t0 = tmp_path / "iter_000", 1_000_000.0
+    written_at(stage / "samples.jsonl", t0 + 30)
+    written_at(stage / "scored.jsonl", t0 + 34)
+    written_at(stage / "selected.jsonl", t0 + 35)
+    written_at(stage / "checkpoint" / "MANIFEST.json", t0 + 60)
+    written_at(stage / "eval" / "eval_metrics.json", t0 + 80)
+    metrics = {"wall_time_s": 82.0}
+    written_at(stage / "metrics.json", t0 + 82, json.dumps(metrics))
+    seconds = bench.stage_seconds(stage, metrics)
+    assert seconds == {"sampling": 30.0, "scoring": 5.0, "training": 25.0, "evaluation": 20.0, "other": 2.0}
+
+
+def test_table_and_plot(bench, tmp_path):
+    step = {"accuracy": 0.5, "step_s": 10.0, "sampling": 6.0, "scoring": 1.0, "training": 3.0, "peak_rss_mb": 900.0}
+    results = [
+        {"method": "raft", "start_accuracy": 0.25, "steps": [{"step": 1, **step}, {"step": 2, **step}]},
+        {"method": "trl_grpo", "start_accuracy": 0.25, "steps": [{"step": 1, **step, "accuracy": None}]},
+    ]
+    lines = bench.table(results, samples_per_step=128).splitlines()
+    assert lines[4] == "| raft | 2 | 256 | 0.500 | 20 | 10 | 6 | 1 | 3 | 900 |"  # seconds add up over steps
+    assert lines[6] == "| trl_grpo | 1 | 128 | - | 10 | 10 | 6 | 1 | 3 | 900 |"
+    bench.plot([results[0]], tmp_path / "plot.png")
+    assert (tmp_path / "plot.png").stat().st_size > 1000
+
+
+def test_against_trl_reports_the_issues_ratios(bench):
+    def run(method, accuracies, step_s, rss):
+        steps = [{"step": i + 1, "accuracy": a, "step_s": step_s, "peak_rss_mb": rss} for i, a in enumerate(accuracies)]
+        return {"method": method, "steps": steps}
+
+    results = [run("raft", [0.2, 0.4, 0.5], 10.0, 500.0), run("trl_grpo", [0.3, 0.4, 0.4], 40.0, 2000.0)]
+    (line,) = bench.against_trl(results)
+    assert line == (
+        "raft: TRL's final accuracy 0.400 in 20 s = 0.17x TRL's 120 s; "
+        "peak RSS per step 0.25x TRL's; step time 0.25x TRL's"
+    )
+    results[0]["steps"][1]["accuracy"] = results[0]["steps"][2]["accuracy"] = 0.1
+    assert "not reached" in bench.against_trl(results)[0]
