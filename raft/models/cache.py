@@ -5,4 +5,4 @@ from pathlib import Path
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("RAFT_CACHE", Path.home() / ".cache" / "raft"))
+    return Path(os.environ.get("RAFT_CACHE") or Path.home() / ".cache" / "raft")  # set but empty: the default
