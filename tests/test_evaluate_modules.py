@@ -23,7 +23,9 @@ LOAD_ALL = """
 import json, sys
 from raft.evaluate_modules import MODULES, load
 texts = json.loads(sys.stdin.read())
-print(json.dumps({name: load(name).compute(predictions=texts) for name in MODULES}))
+results = {name: load(name).compute(predictions=texts) for name in MODULES if name != "exact_match"}
+results["exact_match"] = load("exact_match").compute(predictions=["Answer: 3", "Answer: 4"], references=["3", "5"])
+print(json.dumps(results))
 """
 
 
@@ -55,6 +57,7 @@ def test_every_module_loads_offline_and_matches_raft(tmp_path):
     }
     assert results["unique_n"] == {"unique_1": report["unique_1"], "unique_2": report["unique_2"]}
     assert results["length"] == {"length": pytest.approx(mean_length(TEXTS))}
+    assert results["exact_match"] == {"exact_match": 0.5}
 
 
 def test_module_arguments_reach_raft_functions():
@@ -72,3 +75,27 @@ def test_modules_are_shipped_with_the_package():
         assert (Path(module_path(name)) / f"{name}.py").is_file()
     with pytest.raises(ValueError, match="unknown raft evaluate module"):
         module_path("bleu")
+
+
+def test_exact_match_gives_the_accuracy_of_the_exact_match_reward():
+    from raft.data.arithmetic import ArithmeticProblems
+    from raft.evaluate_modules import load
+    from raft.rewards.exact_match import ExactMatch
+
+    problems = ArithmeticProblems(n_train=8, n_test=8, seed=3)
+    prompts, answers = problems.prompts("test"), problems.answers("test")
+    responses = [  # right, wrong, in another format, with nothing to read, right after some working
+        f"Answer: {answers[0]}",
+        f"Answer: {int(answers[1]) + 1}",
+        f"\\boxed{{{answers[2]}}}",
+        "I am not sure.",
+        f"First 3, then 4.\nAnswer: {answers[4]}",
+    ]
+    reward = ExactMatch(problems)
+    expected = sum(reward(prompts[:5], responses)) / 5
+    assert expected == pytest.approx(0.4)
+    assert load("exact_match").compute(predictions=responses, references=answers[:5]) == {
+        "exact_match": pytest.approx(expected)
+    }
+    boxed = load("exact_match").compute(predictions=responses, references=answers[:5], answer_format="boxed")
+    assert boxed == {"exact_match": pytest.approx(0.2)}

@@ -4,8 +4,8 @@
     from raft.evaluate_modules import module_path
     evaluate.load(module_path("msttr")).compute(predictions=texts)   # {"msttr_100": ...}
 
-Each module calls raft's own function (raft/metrics/diversity.py), so it gives the same numbers. The
-exact-match accuracy of the verifiable tasks is to join them once those tasks exist.
+Each module calls raft's own function (raft/metrics/diversity.py; raft/answers.py for `exact_match`, the
+accuracy of the verifiable tasks), so it gives the same numbers.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-MODULES = ("msttr", "distinct_n", "unique_n", "length")
+MODULES = ("msttr", "distinct_n", "unique_n", "length", "exact_match")
 
 
 def module_path(name: str) -> str:
