@@ -89,7 +89,7 @@ def main() -> None:
     parser.add_argument("--K", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--kv-cache-gb", type=float, default=1.0)
+    parser.add_argument("--kv-cache-gb", type=int, default=1)
     parser.add_argument("--engine-python", default=None, help="the engine's interpreter (default: as model.vllm)")
     args = parser.parse_args()
     results = []

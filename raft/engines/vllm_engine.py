@@ -32,14 +32,14 @@ class VLLMEngine:
     def __init__(
         self,
         python: str | None = None,
-        kv_cache_gb: float = 2.0,
+        kv_cache_gb: int = 2,
         gpu_memory_utilization: float = 0.5,
         max_model_len: int | None = None,
         enforce_eager: bool = True,
         while_training: str = "sleep",
     ):
-        if kv_cache_gb <= 0:
-            raise ValueError(f"model.vllm.kv_cache_gb must be > 0 (GiB of KV cache on the CPU), got {kv_cache_gb}")
+        if not isinstance(kv_cache_gb, int) or kv_cache_gb < 1:  # VLLM_CPU_KVCACHE_SPACE takes whole GiB
+            raise ValueError(f"model.vllm.kv_cache_gb must be a whole number >= 1 (GiB of KV cache), got {kv_cache_gb}")
         if not 0 < gpu_memory_utilization <= 1:
             raise ValueError(f"model.vllm.gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization}")
         if max_model_len is not None and max_model_len < 8:
