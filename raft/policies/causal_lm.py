@@ -14,6 +14,7 @@ from raft.engines.vllm_engine import VLLMEngine
 from raft.models import check_model_name, load_causal_lm, resolve_model_path
 from raft.models.loading import load_tokenizer
 from raft.modules.fitting import fit_to_completion
+from raft.modules.full_weights import full_state_dict
 from raft.modules.sft import training_rows
 from raft.policies.base import Policy
 from raft.policies.generation import end_response, sample_k
@@ -187,9 +188,11 @@ class CausalLMPolicy(Policy):
         model, tokenizer = self.load(checkpoint, "float32", trainable=True)
         rows = training_rows(self.token_rows(tokenizer, samples), self.max_length)
         lit = module(model=model, rows=rows, pad_id=tokenizer.pad_token_id)
-        fit_to_completion(trainer(default_root_dir=str(out_dir)), lit)
+        fitted = trainer(default_root_dir=str(out_dir))
+        fit_to_completion(fitted, lit)
+        state = full_state_dict(fitted)  # FSDP / DeepSpeed: every rank gathers, rank 0 receives the whole model
         if is_rank_zero():  # under DDP every rank holds the same weights; one writes them
-            model.save_pretrained(out_dir)  # a LoRA model saves only its adapter
+            model.save_pretrained(out_dir, state_dict=state)  # a LoRA model saves only its adapter
             tokenizer.save_pretrained(out_dir)
 
     def log_probs(self, checkpoint, samples: Sequence[Sample]) -> list[float]:
