@@ -3,6 +3,7 @@ selects and evaluates; both fine-tune."""
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -53,6 +54,7 @@ def test_two_ranks_run_one_raft_loop(tmp_path):
         "model=tiny",
         "task.iterations=2",
         "task.batch_size=4",
+        "task.keep_checkpoints=0",  # iteration 1 is redone below, from iteration 0's checkpoint
         "sampler.max_new_tokens=6",
         "sampler.K=2",
         "evaluator.n_prompts=4",
@@ -83,6 +85,25 @@ def test_two_ranks_run_one_raft_loop(tmp_path):
     assert (tmp_path / "iter_001" / "checkpoint" / "config.json").exists()
     assert not list(tmp_path.glob(".rank*"))  # rank 1's scratch folder is gone
     assert len((tmp_path / "metrics.csv").read_text().splitlines()) == 3
+    # a run killed during iteration 1: both ranks sample their halves again, from the same seeds
+    stage = tmp_path / "iter_001"
+    first = (stage / "samples.jsonl").read_text()
+    for name in (
+        "samples.jsonl",
+        "scored.jsonl",
+        "selected.jsonl",
+        "filtered.json",
+        "kl_samples.jsonl",
+        "metrics.json",
+    ):
+        (stage / name).unlink(missing_ok=True)
+    shutil.rmtree(stage / "checkpoint")
+    (tmp_path / "evaluation.json").unlink()
+    rerun = subprocess.run(
+        command, capture_output=True, text=True, timeout=600, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert (stage / "samples.jsonl").read_text() == first
 
 
 @pytest.mark.slow
