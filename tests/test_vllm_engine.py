@@ -149,3 +149,25 @@ def test_two_raft_iterations_on_the_engine_resume_with_the_same_samples(peaked_l
     subprocess.run(command, cwd=ROOT, check=True, timeout=900)
     assert [asdict(s) for s in read_samples(stage / "samples.jsonl")] == first
     assert json.loads((stage / "metrics.json").read_text())["iteration"] == 1
+
+
+@pytest.mark.slow
+@needs_engine
+def test_engine_serves_a_lora_checkpoint_per_request(peaked_lm_folder, tmp_path, quiet_trainer):
+    from raft.modules.sft import SFTModule
+    from raft.samples import Sample
+
+    policy = CausalLMPolicy(
+        str(peaked_lm_folder), sample_dtype="float32", lora={"r": 8, "alpha": 16}, vllm=VLLMEngine(kv_cache_gb=1)
+    )
+    target = [Sample(prompt_idx=i, prompt=p, response=" rice with a lid and simmer", sample_idx=0) for i, p in PROMPTS]
+    module = lambda **kw: SFTModule(lr=5e-2, batch_size=3, **kw)  # noqa: E731
+    policy.finetune(None, target * 4, tmp_path / "adapter", module, quiet_trainer(max_epochs=5))
+    assert (tmp_path / "adapter" / "adapter_config.json").exists()
+    tuned = hf_greedy(policy, tmp_path / "adapter")
+    assert tuned != hf_greedy(policy, None)
+    try:
+        assert engine_greedy(policy, tmp_path / "adapter") == tuned
+        assert engine_greedy(policy, None) == hf_greedy(policy, None)  # the base, without the adapter
+    finally:
+        policy.vllm.close()
