@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from raft.distributed import local_rank, world_size
+
 log = logging.getLogger("raft")
 
 SERVER = Path(__file__).with_name("vllm_server.py")
@@ -66,6 +68,9 @@ class VLLMEngine:
             raise ValueError(f"model.vllm.python={self.python!r} does not exist (the engine's interpreter)")
         env = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARIABLES}
         env.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        if world_size() > 1:  # one engine per rank, each on its rank's GPU (as HF sampling uses cuda:LOCAL_RANK)
+            visible = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d]
+            env["CUDA_VISIBLE_DEVICES"] = visible[local_rank() % len(visible)] if visible else str(local_rank())
         self._process = subprocess.Popen(
             [self.python, str(SERVER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
         )
