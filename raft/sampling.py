@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 TRUNCATED = ("train", "drop")
+ENGINES = ("hf", "vllm")
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,9 @@ class Sampler:
     # A response cut at max_new_tokens: "train" on it without an EOS (the model never stopped), or
     # "drop" it before selection, so only responses the model finished are ranked.
     truncated: str = "train"
+    # What draws the samples: Hugging Face `generate` in raft's process, or a vLLM engine in its own
+    # (settings under `model.vllm`); both give the same Sample fields, token ids and stop reasons included.
+    engine: str = "hf"
 
     def __post_init__(self) -> None:
         if self.K < 1:
@@ -41,6 +45,8 @@ class Sampler:
         object.__setattr__(self, "stop", tuple(self.stop))  # hashable, and the same after a YAML list
         if self.truncated not in TRUNCATED:
             raise ValueError(f"sampler.truncated must be one of {TRUNCATED}, got {self.truncated!r}")
+        if self.engine not in ENGINES:
+            raise ValueError(f"sampler.engine must be one of {ENGINES}, got {self.engine!r}")
 
     @property
     def prompts_per_call(self) -> int:

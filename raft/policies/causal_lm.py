@@ -6,13 +6,18 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import torch
+
 from raft.devices import pick_device
 from raft.distributed import is_rank_zero
-from raft.models import check_model_name, load_causal_lm
+from raft.engines.vllm_engine import VLLMEngine
+from raft.models import check_model_name, load_causal_lm, resolve_model_path
+from raft.models.loading import load_tokenizer
 from raft.modules.fitting import fit_to_completion
+from raft.modules.full_weights import full_state_dict
 from raft.modules.sft import training_rows
 from raft.policies.base import Policy
-from raft.policies.generation import sample_k
+from raft.policies.generation import end_response, sample_k
 from raft.policies.tokens import encode_reference, encode_text, stop_token_ids
 from raft.samples import Sample
 
@@ -34,6 +39,7 @@ class CausalLMPolicy(Policy):
         lora: dict | None = None,
         max_length: int = 512,
         device: str = "auto",
+        vllm: VLLMEngine | None = None,
     ):
         check_model_name(name_or_path)
         if max_length < 8:
@@ -41,16 +47,21 @@ class CausalLMPolicy(Policy):
         self.name_or_path, self.chat_template, self.system_prompt = name_or_path, chat_template, system_prompt
         self.sample_dtype, self.lora, self.max_length = sample_dtype, dict(lora) if lora else None, max_length
         self.device = pick_device(device)
+        self.vllm = vllm or VLLMEngine()  # started only when a sampler asks for engine=vllm
 
     # -- loading -------------------------------------------------------------------------------
+    def weights_of(self, checkpoint: Path | None) -> tuple[str, Path | None]:
+        """(the full model `checkpoint` builds on, its LoRA adapter or None)."""
+        if checkpoint is not None and (Path(checkpoint) / "adapter_config.json").exists():
+            # an adapter applies to the model it was trained on (e.g. an SFT checkpoint)
+            saved = json.loads((Path(checkpoint) / "adapter_config.json").read_text())
+            return saved.get("base_model_name_or_path") or self.name_or_path, Path(checkpoint)
+        return (str(checkpoint) if checkpoint is not None else self.name_or_path), None
+
     def load(self, checkpoint: Path | None, dtype: str = "float32", trainable: bool = False):
         """(model, tokenizer) for `checkpoint` (None: the initial model) on the policy's device."""
-        is_adapter = checkpoint is not None and (Path(checkpoint) / "adapter_config.json").exists()
-        if is_adapter:  # an adapter applies to the model it was trained on (e.g. an SFT checkpoint)
-            saved = json.loads((Path(checkpoint) / "adapter_config.json").read_text())
-            source = saved.get("base_model_name_or_path") or self.name_or_path
-        else:
-            source = str(checkpoint) if checkpoint is not None else self.name_or_path
+        source, adapter = self.weights_of(checkpoint)
+        is_adapter = adapter is not None
         if is_adapter and (Path(source) / "adapter_config.json").exists():
             model, tokenizer = self.load(Path(source), dtype)  # stacked: e.g. PPO's adapter on a LoRA SFT model
         else:
@@ -114,6 +125,8 @@ class CausalLMPolicy(Policy):
 
     # -- the Policy interface ------------------------------------------------------------------
     def sample(self, checkpoint, prompts: Sequence[tuple[int, str]], sampler, out_dir: Path) -> list[Sample]:
+        if getattr(sampler, "engine", "hf") == "vllm":
+            return self.sample_with_vllm(checkpoint, prompts, sampler)
         model, tokenizer = self.load(checkpoint, self.sample_dtype)
         return self.generate(model, tokenizer, prompts, sampler)
 
@@ -121,6 +134,33 @@ class CausalLMPolicy(Policy):
         """`sampler.K` samples per (prompt_idx, prompt) from a loaded model (PPO samples from the one it trains)."""
         prompt_ids = [self.encode_prompt(tokenizer, p) for _, p in prompts]
         generations = sample_k(model, tokenizer, prompt_ids, sampler, stop_token_ids(model, tokenizer))
+        return self.as_samples(prompts, prompt_ids, generations)
+
+    def sample_with_vllm(self, checkpoint, prompts: Sequence[tuple[int, str]], sampler) -> list[Sample]:
+        """The same samples' form from the vLLM engine: it returns ids, raft cuts and decodes them as for `generate`."""
+        source, adapter = self.weights_of(checkpoint)
+        if adapter is not None and (Path(source) / "adapter_config.json").exists():
+            raise ValueError(f"sampler.engine=vllm serves one adapter on a full model; {checkpoint} stacks two")
+        tokenizer = load_tokenizer(source)
+        stop_ids = stop_token_ids(_GenerationConfigOf(resolve_model_path(source)), tokenizer)
+        prompt_ids = [self.encode_prompt(tokenizer, p) for _, p in prompts]
+        # the engine's seed follows the stage's (seed_stage seeded torch): a resumed stage asks for the same draws
+        seed = int(torch.randint(2**31 - 1, ()).item())
+        lora_rank = int((self.lora or {}).get("r", 16)) if self.lora else 0
+        self.vllm.ensure_started(resolve_model_path(self.name_or_path), self.sample_dtype, seed, lora_rank)
+        self.vllm.use_weights(resolve_model_path(source))
+        rows = self.vllm.generate(prompt_ids, sampler, stop_ids, seed, str(adapter) if adapter else None)
+        generations = [
+            [
+                end_response(ids, stop_ids, sampler.stop, lambda x: tokenizer.decode(x, skip_special_tokens=True))
+                for ids in row
+            ]
+            for row in rows
+        ]
+        return self.as_samples(prompts, prompt_ids, generations)
+
+    @staticmethod
+    def as_samples(prompts, prompt_ids, generations) -> list[Sample]:
         return [
             Sample(
                 prompt_idx=idx,
@@ -144,12 +184,15 @@ class CausalLMPolicy(Policy):
         module: Callable[..., Any],
         trainer: Callable[..., Any],
     ) -> None:
+        self.vllm.pause()  # the fine-tuning gets the engine's memory
         model, tokenizer = self.load(checkpoint, "float32", trainable=True)
         rows = training_rows(self.token_rows(tokenizer, samples), self.max_length)
         lit = module(model=model, rows=rows, pad_id=tokenizer.pad_token_id)
-        fit_to_completion(trainer(default_root_dir=str(out_dir)), lit)
+        fitted = trainer(default_root_dir=str(out_dir))
+        fit_to_completion(fitted, lit)
+        state = full_state_dict(fitted)  # FSDP / DeepSpeed: every rank gathers, rank 0 receives the whole model
         if is_rank_zero():  # under DDP every rank holds the same weights; one writes them
-            model.save_pretrained(out_dir)  # a LoRA model saves only its adapter
+            model.save_pretrained(out_dir, state_dict=state)  # a LoRA model saves only its adapter
             tokenizer.save_pretrained(out_dir)
 
     def log_probs(self, checkpoint, samples: Sequence[Sample]) -> list[float]:
@@ -170,3 +213,15 @@ class CausalLMPolicy(Policy):
         model, tokenizer = self.load(checkpoint, "float32")
         rows = [self.encode_pair(tokenizer, p, r) for p, r in zip(prompts, references)]
         return reference_perplexity(model, rows, tokenizer.pad_token_id, max_length=self.max_length)
+
+
+class _GenerationConfigOf:
+    """What `stop_token_ids` reads of a model (its generation config), without loading the weights."""
+
+    def __init__(self, folder: str):
+        from transformers import GenerationConfig
+
+        try:
+            self.generation_config = GenerationConfig.from_pretrained(folder)
+        except OSError:  # a folder without generation_config.json: EOS alone ends a response
+            self.generation_config = None

@@ -15,15 +15,16 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from raft.atomic import atomic_dir, atomic_write_text, is_complete
-from raft.distributed import train_along, wait_for
+from raft.distributed import global_rank, train_along, wait_for, world_size
 from raft.filters import apply_filters
 from raft.kl import add_log_probs, kl_estimate, kl_samples
 from raft.metrics.rewards import mean, reward_metrics
 from raft.policies.base import Policy
 from raft.resources import release_memory
 from raft.rewards.base import Reward
-from raft.runner import Runner, seed_stage
+from raft.runner import Runner, prompt_batch, seed_stage
 from raft.samples import Sample, read_samples, write_samples
+from raft.sharding import merge_parts, read_part, remove_parts, seed_share, share, write_part
 from raft.validation import check_partial
 
 log = logging.getLogger("raft")
@@ -55,7 +56,10 @@ class RaftTask(Runner):
         stage = self.stage_dir(t)
         checkpoint = self.checkpoint(t - 1)
         # 1. sample K responses per prompt (from a teacher when one is given: distillation)
-        source, source_ckpt = (self.teacher, None) if self.teacher else (self.policy, checkpoint)
+        source, source_ckpt = self.sample_source(checkpoint)
+        if world_size() > 1:  # every rank samples and scores its share; rank 0 merges the parts
+            self.share_stage(t, batch, checkpoint)
+            self.merge_stage(t, batch)
         seed_stage(self.seed, t)
         samples = self.stage(stage / "samples.jsonl", lambda: source.sample(source_ckpt, batch, self.sampler, stage))
         # 2. score them (and add log-probabilities where the ranking is KL-penalised)
@@ -74,8 +78,12 @@ class RaftTask(Runner):
         return self.metrics(t, scored, selected, kl, stage), selected
 
     def follow(self, t: int) -> None:
-        """Every rank but 0 (torchrun, SLURM tasks): wait for rank 0's selection and join the distributed
-        fine-tuning (rank 0 saves the checkpoint); the runner then waits for rank 0 to finish the stage."""
+        """Every rank but 0 (torchrun, SLURM tasks): sample and score its share of the stage, wait for rank 0's
+        selection and join the distributed fine-tuning (rank 0 saves the checkpoint); the runner then waits for
+        rank 0 to finish the stage."""
+        self.share_stage(
+            t, prompt_batch(self.data.prompts("train"), t, self.batch_size, self.seed), self.checkpoint(t - 1)
+        )
         selected = read_samples(wait_for(self.stage_dir(t) / "selected.jsonl"))
         if not is_complete(self.checkpoint_dir(t)):  # rank 0 cannot finish a distributed fit without this rank
             seed_stage(self.seed, t)
@@ -88,6 +96,36 @@ class RaftTask(Runner):
             release_memory()
 
     # -- stages --------------------------------------------------------------------------------
+    def sample_source(self, checkpoint: Path | None) -> tuple[Policy, Path | None]:
+        return (self.teacher, None) if self.teacher else (self.policy, checkpoint)
+
+    def share_stage(self, t: int, batch: list[tuple[int, str]], checkpoint: Path | None) -> None:
+        """This rank's part of the stage's samples and scores (see raft/sharding.py); parts already written stay."""
+        stage, rank, world = self.stage_dir(t), global_rank(), world_size()
+        if (stage / "scored.jsonl").exists():
+            return
+        stage.mkdir(parents=True, exist_ok=True)
+        samples = read_part(stage / "samples.jsonl", rank, world)
+        if samples is None:
+            seed_share(self.seed, t, rank)
+            source, source_ckpt = self.sample_source(checkpoint)
+            mine = share(batch, rank, world)
+            samples = source.sample(source_ckpt, mine, self.sampler, stage)
+            write_part(stage / "samples.jsonl", rank, world, samples)
+            log.info("rank %d of %d sampled %d of the stage's %d prompts", rank, world, len(mine), len(batch))
+        if read_part(stage / "scored.jsonl", rank, world) is None:
+            write_part(stage / "scored.jsonl", rank, world, self.score(samples, stage, checkpoint))
+        release_memory()
+
+    def merge_stage(self, t: int, batch: list[tuple[int, str]]) -> None:
+        """Rank 0: the ranks' parts as the one-process stage files (scored last: its presence ends the stage)."""
+        stage, world = self.stage_dir(t), world_size()
+        if (stage / "scored.jsonl").exists():
+            return
+        merge_parts(stage / "samples.jsonl", batch, world)
+        merge_parts(stage / "scored.jsonl", batch, world)
+        remove_parts(stage, world)
+
     def stage(self, path: Path, produce: Callable[[], list[Sample]]) -> list[Sample]:
         if path.exists():
             return read_samples(path)

@@ -1,0 +1,1 @@
+"""Sampling engines that run outside raft's process (vLLM)."""
