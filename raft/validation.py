@@ -53,7 +53,8 @@ def check_trainer(partial: functools.partial, field: str) -> None:
         trainer = partial()
     except (MisconfigurationException, ValueError, TypeError) as error:
         raise ValueError(f"{field}: {str(error).strip().splitlines()[0]}") from None
-    if (trainer.max_epochs is None or trainer.max_epochs < 1) and trainer.max_steps < 1:
+    # None is Lightning's default (1000 epochs); -1 (endless) and 0 leave a stage that never ends or never trains
+    if trainer.max_epochs is not None and trainer.max_epochs < 1 and trainer.max_steps < 1:
         raise ValueError(
             f"{field}.max_epochs must be >= 1 (each stage fits for a set number of epochs), got {trainer.max_epochs}"
         )
