@@ -4,27 +4,55 @@ from __future__ import annotations
 
 import gc
 import resource
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
+_carried_rss_mb = 0.0  # the task's peak from before the last `stage_peak` reset of VmHWM
 
-def reset_peak_memory() -> None:
-    """Start a new high-water mark, so each stage of a pipeline reports its own peak."""
+
+def _clear_vm_hwm() -> None:
     try:  # Linux: writing 5 resets VmHWM (peak resident set size) of this process
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
         pass
+
+
+def reset_peak_memory() -> None:
+    """Start a new high-water mark, so each stage of a pipeline reports its own peak."""
+    global _carried_rss_mb
+    _carried_rss_mb = 0.0
+    _clear_vm_hwm()
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
 
 
 def peak_memory() -> dict[str, float]:
     """Peak resident memory (MiB) since the last reset and, on a GPU, peak allocated GPU memory."""
-    out = {"peak_rss_mb": _vm_hwm_mb()}
+    out = {"peak_rss_mb": max(_carried_rss_mb, _vm_hwm_mb())}
     if torch.cuda.is_available():
         out["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     return out
+
+
+@contextmanager
+def stage_cost(costs: dict[str, float], name: str):
+    """costs["seconds_<name>"] and costs["peak_rss_mb_<name>"]: the block's wall time and its own peak RSS (MiB),
+    e.g. an iteration's sampling or training. The task's peak (`peak_memory`) still counts what came before.
+    A stage read back from its file costs about 0 s, and its peak is then the process's resident size."""
+    global _carried_rss_mb
+    _carried_rss_mb = max(_carried_rss_mb, _vm_hwm_mb())
+    _clear_vm_hwm()
+    started = time.time()
+    try:
+        yield
+    finally:
+        seconds, peak = f"seconds_{name}", f"peak_rss_mb_{name}"
+        costs[seconds] = round(costs.get(seconds, 0.0) + time.time() - started, 2)
+        costs[peak] = max(costs.get(peak, 0.0), _vm_hwm_mb())
+        _carried_rss_mb = max(_carried_rss_mb, costs[peak])
 
 
 def _vm_hwm_mb() -> float:

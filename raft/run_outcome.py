@@ -10,12 +10,13 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-UNTIMED = {"wall_time_s", "peak_rss_mb", "peak_cuda_mb", "training_cost"}
+UNTIMED = {"wall_time_s", "training_cost"}
+UNTIMED_PREFIXES = ("seconds_", "peak_rss_mb", "peak_cuda_mb")  # a stage's own time and memory too
 
 
 def untimed(value):
     if isinstance(value, dict):
-        return {k: untimed(v) for k, v in value.items() if k not in UNTIMED}
+        return {k: untimed(v) for k, v in value.items() if k not in UNTIMED and not str(k).startswith(UNTIMED_PREFIXES)}
     return value
 
 

@@ -1,4 +1,9 @@
-"""Data ranking (paper step 2): keep the best samples by reward, optionally KL-penalised (eq. 5)."""
+"""Data ranking (paper step 2): keep the best samples by reward, optionally KL-penalised (eq. 5).
+
+Also the selections of Xiong et al. 2025 ("A Minimalist Approach to LLM Reasoning"): every sample at or
+above a reward threshold (`ThresholdSelection`), and Reinforce-Rej's rule, `drop_uniform_groups`: a prompt
+whose K rewards are all equal (all solved, all failed) carries no signal about which response is better.
+"""
 
 from __future__ import annotations
 
@@ -27,23 +32,54 @@ def ranking_score(sample: Sample, beta: float) -> float:
     return sample.reward - beta * (sample.logp - sample.ref_logp)
 
 
+def groups_by_prompt(samples: Sequence[Sample]) -> dict[int, list[Sample]]:
+    """The samples of each prompt index, in sample order (equal prompt texts stay separate)."""
+    groups: dict[int, list[Sample]] = defaultdict(list)
+    for s in samples:
+        groups[s.prompt_idx].append(s)
+    return groups
+
+
+def drop_uniform_groups(samples: Sequence[Sample]) -> tuple[list[Sample], int]:
+    """(the samples of prompts whose rewards differ, how many prompts were dropped): Reinforce-Rej's filter."""
+    kept, dropped = [], 0
+    for group in groups_by_prompt(samples).values():
+        if len({s.reward for s in group}) > 1:
+            kept += group
+        else:
+            dropped += 1
+    return kept, dropped
+
+
 class LocalRanking:
     """Best of K per prompt, grouped by prompt index (equal prompt texts stay separate)."""
 
-    def __init__(self, beta: float = 0.0):
+    def __init__(self, beta: float = 0.0, drop_uniform_groups: bool = False):
         _check(beta, None)
-        self.beta = beta
+        self.beta, self.drop_uniform_groups = beta, drop_uniform_groups
 
     @property
     def needs_log_probs(self) -> bool:
         return self.beta > 0
 
     def __call__(self, samples: Sequence[Sample]) -> list[Sample]:
-        groups: dict[int, list[Sample]] = defaultdict(list)
-        for s in samples:
-            groups[s.prompt_idx].append(s)
         # max() keeps the first of tied samples, so ties resolve by sample order: deterministic.
-        return [max(group, key=lambda s: ranking_score(s, self.beta)) for group in groups.values()]
+        return [max(group, key=lambda s: ranking_score(s, self.beta)) for group in groups_by_prompt(samples).values()]
+
+
+class ThresholdSelection:
+    """Every sample whose reward is at least `threshold`, however many a prompt has (RAFT in Xiong et al. 2025:
+    with a 0/1 verifier and threshold 1, every correct response)."""
+
+    needs_log_probs = False
+
+    def __init__(self, threshold: float = 1.0, drop_uniform_groups: bool = False):
+        if not math.isfinite(threshold):
+            raise ValueError(f"selector.threshold must be a finite number, got {threshold}")
+        self.threshold, self.drop_uniform_groups = threshold, drop_uniform_groups
+
+    def __call__(self, samples: Sequence[Sample]) -> list[Sample]:
+        return [s for s in samples if ranking_score(s, 0.0) >= self.threshold]
 
 
 class GlobalRanking:

@@ -83,3 +83,21 @@ def test_ppo_from_the_command_line(tmp_path):
     assert {"reward", "wall_time_s", "peak_rss_mb"} <= evaluation["after"].keys()
     assert (tmp_path / "iter_000" / "checkpoint" / "adapter_config.json").exists()
     assert "Before/after on 4 held-out prompts" in out.stdout
+
+
+@pytest.mark.slow
+def test_grpo_and_raftpp_from_the_command_line(tmp_path):
+    one = [a if a != "task.iterations=2" else "task.iterations=1" for a in TINY]
+    grpo = raft("task=grpo", *one, "module.batch_size=4", f"hydra.run.dir={tmp_path / 'grpo'}")
+    assert "Before/after on 4 held-out prompts" in grpo.stdout
+    metrics = json.loads((tmp_path / "grpo" / "iter_000" / "metrics.json").read_text())
+    assert {"grpo_clip_fraction", "grpo_mean_abs_advantage", "seconds_training", "peak_rss_mb_training"} <= set(metrics)
+    raft(
+        *one,
+        "module=raftpp",
+        "selector=threshold",
+        "selector.threshold=-1",
+        f"hydra.run.dir={tmp_path / 'raftpp'}",
+    )
+    metrics = json.loads((tmp_path / "raftpp" / "iter_000" / "metrics.json").read_text())
+    assert metrics["selected_n"] == 4 * 2 and "raftpp_clip_fraction" in metrics  # VADER is >= -1: every sample

@@ -1,7 +1,7 @@
 import pytest
 
 from raft.samples import Sample
-from raft.selection import GlobalRanking, LocalRanking, ranking_score
+from raft.selection import GlobalRanking, LocalRanking, ThresholdSelection, drop_uniform_groups, ranking_score
 
 
 def s(prompt_idx, sample_idx, reward, logp=None, ref_logp=None, prompt="same prompt"):
@@ -43,12 +43,29 @@ def test_kl_penalised_ranking_follows_equation_5():
     assert LocalRanking(beta=0.1).needs_log_probs and not LocalRanking().needs_log_probs
 
 
+def test_threshold_keeps_every_sample_at_or_above_it_however_many_a_prompt_has():
+    samples = [s(0, 0, 1.0), s(0, 1, 0.0), s(0, 2, 1.0), s(1, 0, 0.0), s(1, 1, 0.99), s(2, 0, 2.0)]
+    picked = ThresholdSelection(threshold=1.0)(samples)
+    assert [(x.prompt_idx, x.sample_idx) for x in picked] == [(0, 0), (0, 2), (2, 0)]
+    assert ThresholdSelection(threshold=5.0)(samples) == []  # nothing reached it: the stage keeps its policy
+    assert not ThresholdSelection().needs_log_probs
+
+
+def test_reinforce_rej_drops_prompts_whose_rewards_are_all_equal():
+    samples = [s(0, 0, 1.0), s(0, 1, 1.0), s(1, 0, 0.0), s(1, 1, 1.0), s(2, 0, 0.0), s(2, 1, 0.0), s(3, 0, 0.5)]
+    kept, dropped = drop_uniform_groups(samples)
+    assert [(x.prompt_idx, x.sample_idx) for x in kept] == [(1, 0), (1, 1)]
+    assert dropped == 3  # all solved, all failed, and a prompt with one response: nothing to compare
+    assert LocalRanking(drop_uniform_groups=True).drop_uniform_groups and not LocalRanking().drop_uniform_groups
+
+
 @pytest.mark.parametrize(
     "make, message",
     [
         (lambda: LocalRanking(beta=-0.1), "selector.beta must be >= 0"),
         (lambda: GlobalRanking(acceptance_ratio=0.0), "selector.acceptance_ratio must be in (0, 1]"),
         (lambda: GlobalRanking(acceptance_ratio=1.5), "selector.acceptance_ratio must be in (0, 1]"),
+        (lambda: ThresholdSelection(threshold=float("nan")), "selector.threshold must be a finite number"),
     ],
 )
 def test_bad_selector_arguments_name_the_field(make, message):

@@ -50,6 +50,48 @@ def test_truncation_keeps_the_response_end_and_padding_is_masked():
     rows = text_rows(tokenizer, ["a long prompt " * 20, "hi"], [" yes", " no"], max_length=8)
     assert len(rows[0]["input_ids"]) == 8 and rows[0]["labels"][-1] == tokenizer.eos_token_id
     batch = pad_batch(rows, tokenizer.pad_token_id)
-    short = len(rows[1]["input_ids"])
-    assert batch["attention_mask"][1, short:].sum() == 0
-    assert (batch["labels"][1, short:] == IGNORE).all()
+    pad = 8 - len(rows[1]["input_ids"])  # left padding: the response ends at the right edge
+    assert pad > 0 and batch["attention_mask"][1, :pad].sum() == 0 and batch["attention_mask"][1, pad:].all()
+    assert (batch["labels"][1, :pad] == IGNORE).all() and batch["labels"][1, -1] == tokenizer.eos_token_id
+
+
+def full_logits_loss(model, rows, pad_id):
+    """The loss as it was computed before the response window: right padding, logits at every position."""
+    width = max(len(r["input_ids"]) for r in rows)
+    ids = torch.tensor([r["input_ids"] + [pad_id] * (width - len(r["input_ids"])) for r in rows])
+    labels = torch.tensor([r["labels"] + [IGNORE] * (width - len(r["labels"])) for r in rows])
+    mask = torch.tensor([[1] * len(r["input_ids"]) + [0] * (width - len(r["input_ids"])) for r in rows])
+    logits = model(input_ids=ids, attention_mask=mask).logits
+    return response_loss(logits, labels), logits, ids
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_the_response_window_gives_the_full_logits_loss_and_log_probs(tiny_lm_folder, lora):
+    from raft.modules.sft import response_logits, token_log_probs
+
+    policy = CausalLMPolicy(str(tiny_lm_folder), chat_template=False, lora={"r": 4} if lora else None, device="cpu")
+    model, tokenizer = policy.load(None, trainable=True)
+    model.eval()  # no LoRA dropout: both passes see the same weights
+    prompts = ["a much longer prompt than the other ones " * 3, "hi", "a middle one here"]
+    rows = text_rows(tokenizer, prompts, [" yes indeed", " no", " maybe so, maybe not"], max_length=64)
+    batch = pad_batch(rows, tokenizer.pad_token_id)
+    logits, labels = response_logits(model, batch)
+    width = batch["input_ids"].shape[1]
+    longest_response = max(sum(label != IGNORE for label in r["labels"]) for r in rows)
+    assert logits.shape[1] == longest_response + 1 < width  # only the response window's logits
+    expected, full, ids = full_logits_loss(model, rows, tokenizer.pad_token_id)
+    assert response_loss(logits, labels).item() == pytest.approx(expected.item(), abs=1e-5)
+    logp, mask = token_log_probs(logits, labels)
+    full_lp = torch.log_softmax(full.float(), -1)
+    for i, r in enumerate(rows):  # row i's response tokens, in the window and in the full pass
+        n, m = len(r["input_ids"]), int(mask[i].sum())
+        want = [full_lp[i, n - m - 1 + j, r["input_ids"][n - m + j]].item() for j in range(m)]
+        assert logp[i][mask[i]].tolist() == pytest.approx(want, abs=1e-5)
+    # the gradients agree too: the window changes what is computed, not what is learned
+    model.zero_grad()
+    response_loss(logits, labels).backward()
+    window_grads = [p.grad.clone() for p in model.parameters() if p.requires_grad]
+    model.zero_grad()
+    full_logits_loss(model, rows, tokenizer.pad_token_id)[0].backward()
+    for got, want in zip(window_grads, [p.grad for p in model.parameters() if p.requires_grad]):
+        assert torch.allclose(got, want, atol=1e-6, rtol=1e-4)

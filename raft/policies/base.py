@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from raft.samples import Sample
+
+TRAINING_STATS = "training_stats.json"  # a checkpoint's record of its fit (RAFT++ / GRPO statistics)
 
 
 class Policy(ABC):
@@ -36,6 +39,12 @@ class Policy(ABC):
         trainer: Callable[..., Any],
     ) -> None:
         """Fine-tune `checkpoint` on `samples` with a Lightning module and trainer; save into out_dir."""
+
+    def save_unchanged(self, checkpoint: Path | None, out_dir: Path) -> None:
+        """Write `checkpoint` as it is into out_dir: a stage whose selection kept nothing passes its policy on."""
+        if checkpoint is None:
+            raise NotImplementedError(f"{type(self).__name__} cannot save its initial model unchanged")
+        shutil.copytree(checkpoint, out_dir, dirs_exist_ok=True, ignore=shutil.ignore_patterns(TRAINING_STATS))
 
     def log_probs(self, checkpoint: Path | None, samples: Sequence[Sample]) -> list[float]:
         """Sequence log-probability of each response given its prompt (KL-penalised ranking)."""

@@ -16,7 +16,7 @@ from raft.models.loading import load_tokenizer
 from raft.modules.fitting import fit_to_completion
 from raft.modules.full_weights import full_state_dict
 from raft.modules.sft import training_rows
-from raft.policies.base import Policy
+from raft.policies.base import TRAINING_STATS, Policy
 from raft.policies.generation import end_response, sample_k
 from raft.policies.tokens import encode_reference, encode_text, stop_token_ids
 from raft.samples import Sample
@@ -187,6 +187,8 @@ class CausalLMPolicy(Policy):
         self.vllm.pause()  # the fine-tuning gets the engine's memory
         model, tokenizer = self.load(checkpoint, "float32", trainable=True)
         rows = training_rows(self.token_rows(tokenizer, samples), self.max_length)
+        for row, s in zip(rows, samples):  # which prompt and reward each row has (GRPO's group advantages)
+            row["prompt_idx"], row["reward"] = s.prompt_idx, s.reward
         lit = module(model=model, rows=rows, pad_id=tokenizer.pad_token_id)
         fitted = trainer(default_root_dir=str(out_dir))
         fit_to_completion(fitted, lit)
@@ -194,6 +196,15 @@ class CausalLMPolicy(Policy):
         if is_rank_zero():  # under DDP every rank holds the same weights; one writes them
             model.save_pretrained(out_dir, state_dict=state)  # a LoRA model saves only its adapter
             tokenizer.save_pretrained(out_dir)
+            if hasattr(lit, "training_stats"):  # RAFT++ / GRPO: clip fraction, approx KL, ... of this fit
+                (Path(out_dir) / TRAINING_STATS).write_text(json.dumps(lit.training_stats()))
+
+    def save_unchanged(self, checkpoint, out_dir: Path) -> None:
+        if checkpoint is not None:
+            return super().save_unchanged(checkpoint, out_dir)
+        model, tokenizer = self.load(None, "float32")  # the initial model, as a full folder `load` reads
+        model.save_pretrained(out_dir)
+        tokenizer.save_pretrained(out_dir)
 
     def log_probs(self, checkpoint, samples: Sequence[Sample]) -> list[float]:
         """log p(response ids | prompt ids), the stop tokens included: the probability of what was sampled."""

@@ -1,6 +1,9 @@
-"""Generalised advantage estimation over response tokens (Schulman et al. 2016)."""
+"""Advantages: generalised advantage estimation over response tokens (Schulman et al. 2016) for PPO, and
+GRPO's group-normalised rewards (Shao et al. 2024)."""
 
 from __future__ import annotations
+
+from typing import Sequence
 
 import torch
 
@@ -45,3 +48,22 @@ def whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: fl
     if not shift_mean:
         out = out + mean
     return torch.where(mask.bool(), out, torch.zeros_like(out))
+
+
+def group_advantages(
+    rewards: torch.Tensor, groups: Sequence[int], scale_by_std: bool = True, eps: float = 1e-4
+) -> torch.Tensor:
+    """GRPO's advantage per response: (r - mean of its prompt's rewards) / (std of them + eps).
+
+    `groups[i]` is response i's prompt index. The std is the sample std (Bessel-corrected, as TRL's GRPO);
+    `scale_by_std=False` only centres (Dr. GRPO, Liu et al. 2025). A prompt whose rewards are all equal,
+    or that has one response, gives 0 to each of its responses.
+    """
+    rewards = rewards.double()  # equal rewards centre to exactly 0
+    _, group = torch.unique(torch.as_tensor(list(groups)), return_inverse=True)
+    n = torch.zeros(len(rewards), dtype=rewards.dtype).index_add_(0, group, torch.ones_like(rewards))
+    mean = torch.zeros_like(n).index_add_(0, group, rewards) / n.clamp(min=1)
+    centred = rewards - mean[group]
+    std = (torch.zeros_like(n).index_add_(0, group, centred**2) / (n - 1).clamp(min=1)).sqrt()
+    advantages = centred / (std[group] + eps) if scale_by_std else centred
+    return torch.where(n[group] > 1, advantages, torch.zeros_like(advantages)).float()

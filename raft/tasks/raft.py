@@ -19,11 +19,12 @@ from raft.distributed import global_rank, train_along, wait_for, world_size
 from raft.filters import apply_filters
 from raft.kl import add_log_probs, kl_estimate, kl_samples
 from raft.metrics.rewards import mean, reward_metrics
-from raft.policies.base import Policy
-from raft.resources import release_memory
+from raft.policies.base import TRAINING_STATS, Policy
+from raft.resources import release_memory, stage_cost
 from raft.rewards.base import Reward
 from raft.runner import Runner, prompt_batch, seed_stage
 from raft.samples import Sample, read_samples, write_samples
+from raft.selection import ThresholdSelection, drop_uniform_groups
 from raft.sharding import merge_parts, read_part, remove_parts, seed_share, share, write_part
 from raft.validation import check_partial
 
@@ -55,27 +56,38 @@ class RaftTask(Runner):
     def step(self, t: int, batch: list[tuple[int, str]]) -> tuple[dict, list[Sample]]:
         stage = self.stage_dir(t)
         checkpoint = self.checkpoint(t - 1)
+        costs: dict[str, float] = {}  # seconds and peak memory of each stage
         # 1. sample K responses per prompt (from a teacher when one is given: distillation)
         source, source_ckpt = self.sample_source(checkpoint)
         if world_size() > 1:  # every rank samples and scores its share; rank 0 merges the parts
             self.share_stage(t, batch, checkpoint)
             self.merge_stage(t, batch)
         seed_stage(self.seed, t)
-        samples = self.stage(stage / "samples.jsonl", lambda: source.sample(source_ckpt, batch, self.sampler, stage))
+        with stage_cost(costs, "sampling"):
+            samples = self.stage(
+                stage / "samples.jsonl", lambda: source.sample(source_ckpt, batch, self.sampler, stage)
+            )
         # 2. score them (and add log-probabilities where the ranking is KL-penalised)
-        scored = self.stage(stage / "scored.jsonl", lambda: self.score(samples, stage, checkpoint))
-        # 3. select the best (local / global / KL-penalised), then drop reward-hacking samples
+        with stage_cost(costs, "scoring"):
+            scored = self.stage(stage / "scored.jsonl", lambda: self.score(samples, stage, checkpoint))
+        # 3. select the best (local / global / KL-penalised / threshold), then drop reward-hacking samples
         selected = self.stage(stage / "selected.jsonl", lambda: self.select(scored, stage))
         # 4. fine-tune the current policy on the selected set (again if its folder fails its manifest check)
         if not is_complete(self.checkpoint_dir(t)):
             seed_stage(self.seed, t)  # a resumed run shuffles and drops out as the uninterrupted one did
-            with atomic_dir(self.checkpoint_dir(t)) as tmp:
-                trainer = self.tracked(self.trainer, t)
-                self.policy.finetune(checkpoint, self.training_set(selected), tmp, self.module, trainer)
+            with stage_cost(costs, "training"), atomic_dir(self.checkpoint_dir(t)) as tmp:
+                if selected:
+                    trainer = self.tracked(self.trainer, t)
+                    self.policy.finetune(checkpoint, self.training_set(selected), tmp, self.module, trainer)
+                else:  # the selector kept nothing (no sample reached the threshold): the policy stays as it was
+                    self.policy.save_unchanged(checkpoint, tmp)
             release_memory()
         # 5. how far the policy this stage produced has moved from the initial one
-        kl = self.stage(stage / "kl_samples.jsonl", lambda: self.kl_samples(t, batch)) if self.tracks_kl else []
-        return self.metrics(t, scored, selected, kl, stage), selected
+        with stage_cost(costs, "kl"):
+            kl = self.stage(stage / "kl_samples.jsonl", lambda: self.kl_samples(t, batch)) if self.tracks_kl else []
+        metrics = self.metrics(t, scored, selected, kl, stage)
+        metrics.update(costs)
+        return metrics, selected
 
     def follow(self, t: int) -> None:
         """Every rank but 0 (torchrun, SLURM tasks): sample and score its share of the stage, wait for rank 0's
@@ -85,7 +97,8 @@ class RaftTask(Runner):
             t, prompt_batch(self.data.prompts("train"), t, self.batch_size, self.seed), self.checkpoint(t - 1)
         )
         selected = read_samples(wait_for(self.stage_dir(t) / "selected.jsonl"))
-        if not is_complete(self.checkpoint_dir(t)):  # rank 0 cannot finish a distributed fit without this rank
+        # rank 0 cannot finish a distributed fit without this rank (an empty selection has no fit to join)
+        if selected and not is_complete(self.checkpoint_dir(t)):
             seed_stage(self.seed, t)
             train_along(
                 self.run_dir,
@@ -146,6 +159,8 @@ class RaftTask(Runner):
 
     def select(self, scored: list[Sample], stage: Path) -> list[Sample]:
         removed: dict[str, int] = {}
+        if getattr(self.selector, "drop_uniform_groups", False):  # Reinforce-Rej: prompts, on all K rewards
+            scored, removed["uniform_groups"] = drop_uniform_groups(scored)
         if getattr(self.sampler, "truncated", "train") == "drop":  # rank only what the model finished
             finished = [s for s in scored if not s.truncated]
             removed["truncated"] = len(scored) - len(finished)
@@ -153,12 +168,17 @@ class RaftTask(Runner):
         selected = self.selector(scored)
         kept, filtered = apply_filters(self.filters, selected, stage)
         removed.update(filtered)
-        if not kept:  # fine-tuning on nothing would save the same policy as a finished stage
+        if not kept and (selected or not self.selector_may_keep_nothing):
+            # fine-tuning on nothing would save the same policy as a finished stage
             raise ValueError(
                 f"{stage.name}: nothing left to fine-tune on ({len(scored) + removed.get('truncated', 0)} samples, "
                 f"{len(selected)} selected, removed: {removed or 'none'}); loosen sampler.truncated or filters"
             )
-        if any(removed.values()):
+        if not kept:
+            log.warning(
+                "%s: the selector kept no sample (removed: %s); the policy stays as it was", stage.name, removed
+            )
+        elif any(removed.values()):
             log.warning(
                 "removed before or after selection: %s (%d selected of %d samples)",
                 removed,
@@ -167,6 +187,11 @@ class RaftTask(Runner):
             )
         atomic_write_text(stage / "filtered.json", json.dumps(removed))
         return kept
+
+    @property
+    def selector_may_keep_nothing(self) -> bool:
+        """A threshold, or Reinforce-Rej's dropped prompts, can leave no sample in a stage: not an error."""
+        return isinstance(self.selector, ThresholdSelection) or getattr(self.selector, "drop_uniform_groups", False)
 
     def training_set(self, selected: list[Sample]) -> list[Sample]:
         """A teacher's token ids belong to its tokenizer: the student is trained on the text, tokenised its own way."""
@@ -203,10 +228,13 @@ class RaftTask(Runner):
             metrics["selected_capped_share"] = mean([float(s.truncated) for s in selected])
         if kl:  # KL(p_theta || p_0) of the policy this stage produced (see raft/kl.py)
             metrics["kl"] = kl_estimate(kl)
+        stats = self.checkpoint_dir(t) / TRAINING_STATS
+        if stats.exists():  # RAFT++: clip fraction, approx KL of its fit
+            metrics.update(json.loads(stats.read_text()))
         filtered = stage / "filtered.json"
         if filtered.exists():
             metrics.update({f"filtered_{k}": v for k, v in json.loads(filtered.read_text()).items()})
-        if self.monitor is not None and self.policy.modality == "text":
+        if self.monitor is not None and self.policy.modality == "text" and selected:
             # diversity of the selected set against iteration 0: where reward hacking shows first
             texts = [s.response for s in selected]
             metrics.update(self.monitor.update(t, texts, baseline_dir=self.run_dir / "iter_000"))
