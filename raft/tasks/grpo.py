@@ -62,7 +62,7 @@ class GRPOTask(RaftTask):
             seed_stage(self.seed, t)  # a resumed stage shuffles its minibatches as the uninterrupted one did
             module = functools.partial(self.module, reference=self.load_reference)
             with stage_cost(costs, "training"), atomic_dir(self.checkpoint_dir(t)) as tmp:
-                self.policy.finetune(checkpoint, scored, tmp, module, self.trainer)
+                self.policy.finetune(checkpoint, scored, tmp, module, self.tracked(self.trainer, t))
             release_memory()
         # 4. KL(policy this stage produced || initial policy), from fresh samples, as for RAFT and PPO
         with stage_cost(costs, "kl"):
