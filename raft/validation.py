@@ -21,7 +21,18 @@ def arguments(partial: functools.partial, field: str) -> Mapping[str, Any]:
     except TypeError as error:
         raise ValueError(f"{field}: {error}") from None
     bound.apply_defaults()
-    return bound.arguments
+    values = dict(bound.arguments)
+    for name, parameter in inspect.signature(partial.func).parameters.items():
+        if parameter.kind is inspect.Parameter.VAR_KEYWORD:  # `**sft`: the keys go on to a base class
+            values.update(values.pop(name, {}))
+    if isinstance(partial.func, type):  # ... whose defaults fill what the subclass does not name
+        for base in partial.func.__mro__[1:]:
+            init = base.__dict__.get("__init__")
+            if init is not None and init is not object.__init__:
+                for name, parameter in inspect.signature(init).parameters.items():
+                    if parameter.default is not inspect.Parameter.empty:
+                        values.setdefault(name, parameter.default)
+    return values
 
 
 def check_partial(partial: Any, field: str) -> None:

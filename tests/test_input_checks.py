@@ -57,6 +57,8 @@ def pairs_rows(n: int = 20) -> list[dict]:
         ),
         ("task=ppo module.clip_range=-1", "module.clip_range must be >= 0"),
         ("task=sft module.lr=0", "module.lr must be > 0"),
+        ("module=raftpp module.batch_size=0", "module.batch_size must be >= 1"),
+        ("task=grpo module.lr=-1", "module.lr must be > 0"),
         ("task=reward_model module.batch_size=0", "module.batch_size must be >= 1"),
         ("task=pipeline task.stages.reward_model.module.lr=-2", "task.stages.reward_model.module.lr must be > 0"),
         ("model=hf_causal_lm", "no value given for model.name_or_path: set it on the command line"),
