@@ -2,8 +2,8 @@
 and must end exactly as a run that was never stopped: the same metrics.csv, selected sets, evaluation and weights.
 
 The kill points come from the uninterrupted run itself (`RAFT_FAULT_LOG`, raft/faults.py): every write, inside
-(complete under its temporary name, not yet renamed) and a sample of just after. Each life of the run is a forked
-copy of this process running raft's real entry point, so that a kill costs no fresh interpreter start.
+(complete under its temporary name, not yet renamed) and a sample of just after. Each life of the run is forked from a
+server process that has imported raft, running raft's real entry point: a kill costs no fresh interpreter start.
 """
 
 from __future__ import annotations
@@ -34,6 +34,13 @@ RUN = [
 ]
 
 
+# Lives fork from a server process that has imported raft and nothing else: fast to start, and free of the
+# threads (torch's pools, W&B's service) that earlier tests leave in this process, which a plain fork inherits
+# and can hang on.
+FORKSERVER = multiprocessing.get_context("forkserver")
+FORKSERVER.set_forkserver_preload(["raft.main"])
+
+
 def _life(base: Path, kill_at: str | None, log: Path | None) -> None:
     for name, value in (("RAFT_KILL_AT", kill_at), ("RAFT_FAULT_LOG", log)):
         os.environ.pop(name, None)
@@ -47,7 +54,7 @@ def _life(base: Path, kill_at: str | None, log: Path | None) -> None:
 
 def life(base: Path, kill_at: str | None = None, log: Path | None = None) -> int:
     """One life of the run in `base` (killed at `kill_at`, if given); its exit code (-9: SIGKILL)."""
-    process = multiprocessing.get_context("fork").Process(target=_life, args=(base, kill_at, log))
+    process = FORKSERVER.Process(target=_life, args=(base, kill_at, log))
     process.start()
     process.join(600)
     return process.exitcode
