@@ -12,6 +12,21 @@ import os
 import signal
 from pathlib import Path
 
+# The small run the fault tools kill (tests/test_faults.py, scripts/random_kill.py): the tiny model, two
+# iterations, both checkpoints kept, a reward that varies on its text.
+SMALL_RUN = [
+    "model=tiny",
+    "reward=pattern_count",
+    "reward.pattern=e",
+    "task.iterations=2",
+    "task.batch_size=2",
+    "task.keep_checkpoints=2",
+    "sampler.K=2",
+    "sampler.max_new_tokens=8",
+    "evaluator.n_prompts=2",
+    "trainer.max_epochs=1",
+]
+
 
 def reach(when: str, path: Path) -> None:
     point = f"{when}:{Path(path).resolve()}"

@@ -78,3 +78,13 @@ def check_trainer(partial: functools.partial, field: str) -> None:
             f"`torchrun --nproc_per_node {trainer.num_devices} -m raft ...` "
             "(Lightning's own launcher would run the whole RAFT loop in every process)"
         )
+
+
+def require_module(module: Any, cls: type, task: str) -> None:
+    """A task that works with its own Lightning module only (task=ppo: module=ppo) says so at start-up."""
+    builds = getattr(module, "func", module)
+    if not (isinstance(builds, type) and issubclass(builds, cls)):
+        raise ValueError(
+            f"task={task} needs module={task} ({cls.__module__}.{cls.__name__}), "
+            f"got {getattr(builds, '__name__', builds)}"
+        )

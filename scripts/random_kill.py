@@ -25,20 +25,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from raft.faults import SMALL_RUN as RUN  # noqa: E402
 from raft.run_outcome import differences, outcome  # noqa: E402
-
-RUN = [
-    "model=tiny",
-    "reward=pattern_count",
-    "reward.pattern=e",
-    "task.iterations=2",
-    "task.batch_size=2",
-    "task.keep_checkpoints=2",
-    "sampler.K=2",
-    "sampler.max_new_tokens=8",
-    "evaluator.n_prompts=2",
-    "trainer.max_epochs=1",
-]
 
 
 def start(base: Path, overrides: list[str]) -> subprocess.Popen:

@@ -16,22 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from raft.faults import SMALL_RUN as RUN
 from raft.run_outcome import differences, outcome
 
 pytestmark = pytest.mark.slow
-
-RUN = [
-    "model=tiny",
-    "reward=pattern_count",
-    "reward.pattern=e",
-    "task.iterations=2",
-    "task.batch_size=2",
-    "task.keep_checkpoints=2",
-    "sampler.K=2",
-    "sampler.max_new_tokens=8",
-    "evaluator.n_prompts=2",
-    "trainer.max_epochs=1",
-]
 
 
 # Lives fork from a server process that has imported raft and nothing else: fast to start, and free of the

@@ -49,12 +49,9 @@ TOKENIZER = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_confi
 
 def check_model_folder(path: Path, field: str) -> None:
     """A local model folder (a Hugging Face save, or a LoRA adapter over one) must hold what loading needs."""
-    from raft.atomic import MANIFEST, is_complete
+    from raft.atomic import check_checkpoint
 
-    if not path.is_dir():
-        raise ValueError(f"{field}='{path}' is not a folder")
-    if (path / MANIFEST).exists() and not is_complete(path):
-        raise ValueError(f"{field}='{path}' fails its manifest check (a truncated or changed file)")
+    check_checkpoint(path, field)  # a folder, whole if raft wrote it
     adapter = (path / "adapter_config.json").exists()
     if not adapter and not (path / "config.json").exists():
         raise ValueError(f"{field}='{path}' is a folder without config.json (nor adapter_config.json)")

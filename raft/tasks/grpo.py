@@ -19,6 +19,7 @@ from raft.resources import release_memory, stage_cost
 from raft.runner import seed_stage
 from raft.samples import Sample
 from raft.tasks.raft import RaftTask
+from raft.validation import require_module
 
 
 class GRPOTask(RaftTask):
@@ -35,11 +36,7 @@ class GRPOTask(RaftTask):
         track_kl: bool = True,
         **run: Any,  # the runner's: output_dir, data, evaluator, logger, iterations, batch_size, seed, ...
     ):
-        builds = getattr(module, "func", module)
-        if not (isinstance(builds, type) and issubclass(builds, GRPOModule)):
-            raise ValueError(
-                f"task=grpo needs module=grpo (raft.modules.grpo.GRPOModule), got {getattr(builds, '__name__', builds)}"
-            )
+        require_module(module, GRPOModule, "grpo")
         if getattr(policy, "modality", "text") != "text":
             raise ValueError(f"task=grpo needs a causal-LM policy, got {type(policy).__name__}")
         if sampler.K < 2:

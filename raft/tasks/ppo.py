@@ -23,7 +23,7 @@ from raft.ppo.generation import token_batch
 from raft.resources import release_memory
 from raft.runner import Runner
 from raft.samples import Sample, write_samples
-from raft.validation import check_partial
+from raft.validation import check_partial, require_module
 
 log = logging.getLogger("raft")
 
@@ -41,11 +41,7 @@ class PPOTask(Runner):
         precision: str = "32",
         **run: Any,  # the runner's: output_dir, data, evaluator, logger, iterations, batch_size, seed, ...
     ):
-        builds = getattr(module, "func", module)
-        if not (isinstance(builds, type) and issubclass(builds, PPOModule)):
-            raise ValueError(
-                f"task=ppo needs module=ppo (raft.modules.ppo.PPOModule), got {getattr(builds, '__name__', builds)}"
-            )
+        require_module(module, PPOModule, "ppo")
         if getattr(policy, "modality", "text") != "text" or not hasattr(policy, "format_prompt"):
             raise ValueError(
                 f"task=ppo needs a causal-LM policy (model=smollm2, tiny, hf_causal_lm), got {type(policy).__name__}"
