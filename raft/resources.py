@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gc
 import resource
 import time
@@ -68,5 +70,16 @@ def _vm_hwm_mb() -> float:
 def release_memory() -> None:
     """Hand freed tensors back between stages, so the next model loads into the room the last one left."""
     gc.collect()
+    _trim_heap()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+def _trim_heap() -> None:
+    """glibc keeps freed blocks (a stage's model, its KV caches) in the process's heap, so the resident size
+    never falls after a stage and the next stage's peak sits on top of it; `malloc_trim` returns them."""
+    name = ctypes.util.find_library("c")
+    try:
+        ctypes.CDLL(name).malloc_trim(0)
+    except (OSError, AttributeError, TypeError):  # not glibc (macOS, musl): nothing to trim
+        pass

@@ -40,6 +40,7 @@ class CausalLMPolicy(Policy):
         max_length: int = 512,
         device: str = "auto",
         vllm: VLLMEngine | None = None,
+        gradient_checkpointing: bool = False,
     ):
         check_model_name(name_or_path)
         if max_length < 8:
@@ -47,6 +48,7 @@ class CausalLMPolicy(Policy):
         self.name_or_path, self.chat_template, self.system_prompt = name_or_path, chat_template, system_prompt
         self.sample_dtype, self.lora, self.max_length = sample_dtype, dict(lora) if lora else None, max_length
         self.device = pick_device(device)
+        self.gradient_checkpointing = gradient_checkpointing
         self.vllm = vllm or VLLMEngine()  # started only when a sampler asks for engine=vllm
 
     # -- loading -------------------------------------------------------------------------------
@@ -66,6 +68,9 @@ class CausalLMPolicy(Policy):
             model, tokenizer = self.load(Path(source), dtype)  # stacked: e.g. PPO's adapter on a LoRA SFT model
         else:
             model, tokenizer = load_causal_lm(source, dtype)
+        if trainable and self.gradient_checkpointing:  # recompute each layer's activations in the backward pass
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.config.use_cache = False
         if is_adapter or (trainable and self.lora):
             model = self._with_adapter(model, checkpoint if is_adapter else None, trainable)
         return model.to(self.device).train(trainable), tokenizer
