@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from raft.atomic import atomic_write_text
+from raft.modules.new_trainer import new_trainer
 from raft.samples import Sample
 from raft.trackers.sample_rows import stage_rows
 from raft.trackers.stage_logger import StageCurves, StageLogger
@@ -100,7 +101,8 @@ class Tracker:
         def build(**kwargs: Any) -> Any:
             own = list(getattr(make_trainer, "keywords", {}).get("callbacks") or [])
             callbacks = [*own, *kwargs.pop("callbacks", []), StageCurves()]
-            return make_trainer(**kwargs, logger=StageLogger(self, iteration, self.next_step), callbacks=callbacks)
+            logger = StageLogger(self, iteration, self.next_step)
+            return new_trainer(make_trainer, **kwargs, logger=logger, callbacks=callbacks)
 
         return build
 

@@ -12,6 +12,7 @@ import inspect
 from typing import Any, Mapping
 
 from raft.distributed import world_size
+from raft.modules.new_trainer import new_trainer
 
 
 def arguments(partial: functools.partial, field: str) -> Mapping[str, Any]:
@@ -61,7 +62,7 @@ def check_trainer(partial: functools.partial, field: str) -> None:
 
     arguments(partial, field)
     try:
-        trainer = partial()
+        trainer = new_trainer(partial)
     except (MisconfigurationException, ValueError, TypeError) as error:
         raise ValueError(f"{field}: {str(error).strip().splitlines()[0]}") from None
     # None is Lightning's default (1000 epochs); -1 (endless) and 0 leave a stage that never ends or never trains

@@ -41,6 +41,35 @@ def test_waiting_for_a_file_that_never_comes_times_out(tmp_path):
         wait_for(tmp_path / "selected.jsonl", poll_s=0.01, timeout_s=0.05)
 
 
+def test_every_trainer_gets_its_own_copy_of_a_strategy_object():
+    """`trainer.strategy` given as an object is built once, inside the partial; each Trainer raft builds (the
+    up-front check's, then one per stage) needs an unused one, or Lightning refuses the second."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from raft.modules.new_trainer import new_trainer
+    from raft.validation import check_partial
+
+    strategy = {"_target_": "pytorch_lightning.strategies.SingleDeviceStrategy", "device": "cpu"}
+    make = instantiate(
+        OmegaConf.create(
+            {
+                "_target_": "pytorch_lightning.Trainer",
+                "_partial_": True,
+                "accelerator": "cpu",
+                "strategy": strategy,
+                "logger": False,
+            }
+        )
+    )
+    check_partial(make, "trainer")
+    first, second = new_trainer(make), new_trainer(make, max_epochs=1)
+    assert first.strategy is not second.strategy is not make.keywords["strategy"]
+    make()  # the partial's own instance, used once ...
+    with pytest.raises(Exception, match="accelerator set through both strategy class and accelerator flag"):
+        make()  # ... is refused by the next Trainer: what every stage after the first did
+
+
 @pytest.mark.slow
 def test_two_ranks_run_one_raft_loop(tmp_path):
     command = [
@@ -142,3 +171,39 @@ def test_fsdp_saves_a_whole_checkpoint_that_loads(tmp_path):
     assert trained.keys() == start.keys()
     assert all(trained[k].shape == start[k].shape for k in start)  # whole tensors, not one rank's shards
     assert any(not torch.equal(trained[k], start[k]) for k in start)  # and fine-tuned
+
+
+@pytest.mark.slow
+def test_fsdp_on_cpu_saves_a_whole_checkpoint_that_loads(tmp_path):
+    """Lightning's FSDP strategy over gloo (tests/fsdp_on_cpu.py): each rank holds a shard while it trains; the
+    stage's checkpoint is the whole model, gathered on rank 0. Iteration 1 samples from iteration 0's gathered
+    checkpoint and trains on; both equal a DDP run's, so the gathered weights are the trained ones."""
+    from raft.models import load_causal_lm
+
+    def run(strategy: str, folder: Path) -> dict:
+        command = [
+            *(sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}"),
+            *("-m", "raft", "model=tiny", "task.iterations=2", "task.batch_size=4", "sampler.max_new_tokens=6"),
+            *("sampler.K=2", "evaluator.n_prompts=4", "trainer.max_epochs=1", "trainer.precision=32"),
+            *(
+                "trainer.accelerator=cpu",
+                "trainer.devices=2",
+                f"trainer.strategy={strategy}",
+                f"hydra.run.dir={folder}",
+            ),
+        ]
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "tests")}
+        result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "MEMBER: 2/2" in result.stdout + result.stderr
+        return load_causal_lm(str(folder / "iter_001" / "checkpoint"))[0].state_dict()
+
+    sharded = run("{_target_:fsdp_on_cpu.FSDPOnCPU}", tmp_path / "fsdp")
+    replicated = run("ddp", tmp_path / "ddp")
+    start = load_causal_lm("tiny-llama")[0].state_dict()
+    assert sharded.keys() == start.keys()
+    assert all(sharded[k].shape == start[k].shape for k in start)  # whole tensors, not one rank's shards
+    assert any(not torch.equal(sharded[k], start[k]) for k in start)  # fine-tuned
+    assert all(torch.allclose(sharded[k], replicated[k], atol=1e-6) for k in start)  # as DDP trained them
+    for name in ("samples.jsonl", "selected.jsonl"):  # iteration 1 sampled from the gathered iteration-0 model
+        assert (tmp_path / "fsdp" / "iter_001" / name).read_text() == (tmp_path / "ddp" / "iter_001" / name).read_text()

@@ -6,16 +6,16 @@ each rank a shard; their full state dict is a collective that every rank must en
 
 from __future__ import annotations
 
-SHARDING = ("FSDPStrategy", "DeepSpeedStrategy")
-
 
 def full_state_dict(trainer, prefix: str = "model.") -> dict | None:
     """The fitted module's weights under `prefix` (the module's attribute holding the model), whole on rank 0
     and empty elsewhere; None where the strategy does not shard (save the model object as it is)."""
-    strategy = trainer.strategy
-    if type(strategy).__name__ not in SHARDING:
+    from pytorch_lightning.strategies import DeepSpeedStrategy, FSDPStrategy
+
+    strategy = trainer.strategy  # subclasses too: a name check let a user's FSDP strategy save its shards
+    if not isinstance(strategy, (FSDPStrategy, DeepSpeedStrategy)):
         return None
-    if type(strategy).__name__ == "DeepSpeedStrategy" and getattr(strategy, "zero_stage_3", False):
+    if isinstance(strategy, DeepSpeedStrategy) and getattr(strategy, "zero_stage_3", False):
         import deepspeed
 
         module = strategy.model

@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from raft.modules.fitting import finite
+from raft.modules.sharded_clipping import ShardedClipping
 
 IGNORE = -100
 
@@ -81,7 +82,7 @@ def token_log_probs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.T
     return logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1), mask
 
 
-class SFTModule(pl.LightningModule):
+class SFTModule(ShardedClipping, pl.LightningModule):
     def __init__(
         self,
         model,

@@ -15,6 +15,7 @@ from raft.models import check_model_name, load_causal_lm, resolve_model_path
 from raft.models.loading import load_tokenizer
 from raft.modules.fitting import fit_to_completion
 from raft.modules.full_weights import full_state_dict
+from raft.modules.new_trainer import new_trainer
 from raft.modules.sft import training_rows
 from raft.policies.base import TRAINING_STATS, Policy
 from raft.policies.generation import end_response, sample_k
@@ -195,7 +196,7 @@ class CausalLMPolicy(Policy):
         for row, s in zip(rows, samples):  # which prompt and reward each row has (GRPO's group advantages)
             row["prompt_idx"], row["reward"] = s.prompt_idx, s.reward
         lit = module(model=model, rows=rows, pad_id=tokenizer.pad_token_id)
-        fitted = trainer(default_root_dir=str(out_dir))
+        fitted = new_trainer(trainer, default_root_dir=str(out_dir))
         fit_to_completion(fitted, lit)
         state = full_state_dict(fitted)  # FSDP / DeepSpeed: every rank gathers, rank 0 receives the whole model
         if is_rank_zero():  # under DDP every rank holds the same weights; one writes them

@@ -27,6 +27,7 @@ from raft.images import open_image, save_png, stage_dir_of
 from raft.locks import file_lock
 from raft.models.digits import NULL_CLASS, build_digits_unet, digit_of_prompt, digits_dataset
 from raft.modules.denoising import DenoisingModule
+from raft.modules.new_trainer import new_trainer
 from raft.policies.base import Policy
 from raft.samples import Sample
 from raft.sampling_image import DiffusionSampler, image_name
@@ -125,7 +126,7 @@ class DigitsDiffusionPolicy(Policy):
             condition_dropout=s["condition_dropout"],
             seed=self.seed,
         )
-        self.pretrain_trainer().fit(module)
+        new_trainer(self.pretrain_trainer).fit(module)
         with atomic_dir(self.pretrained_dir) as tmp:
             unet.save_pretrained(tmp / "unet")
             scheduler.save_pretrained(tmp / "scheduler")
@@ -227,7 +228,7 @@ class DigitsDiffusionPolicy(Policy):
             conditions={"class_labels": labels},
             null_conditions={"class_labels": torch.tensor([NULL_CLASS])},
         )
-        trainer().fit(lightning_module)
+        new_trainer(trainer).fit(lightning_module)
         unet.save_pretrained(out_dir / "unet")  # the loop hands a scratch folder and renames it when done
 
     def select_trainable(self, unet: torch.nn.Module) -> int:

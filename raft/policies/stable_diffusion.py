@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from raft.devices import DTYPES, pick_device
 from raft.images import open_image, save_png, stage_dir_of
+from raft.modules.new_trainer import new_trainer
 from raft.policies.base import Policy
 from raft.samples import Sample
 from raft.sampling_image import DiffusionSampler, image_name
@@ -219,7 +220,7 @@ class StableDiffusionPolicy(Policy):
             null_conditions={"encoder_hidden_states": empty},
         )
         del pipe  # VAE and text encoder are no longer needed during training
-        trainer().fit(lightning_module)
+        new_trainer(trainer).fit(lightning_module)
         self.save_lora(unet, Path(out_dir))
 
     def response_for_reward(self, sample: Sample, stage_dir: Path) -> Any:

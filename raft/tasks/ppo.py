@@ -18,6 +18,7 @@ from raft.kl import kl_estimate, kl_samples
 from raft.metrics.diversity import distinct_n, duplicate_share, mean_length, msttr
 from raft.metrics.rewards import mean
 from raft.modules.fitting import fit_to_completion
+from raft.modules.new_trainer import new_trainer
 from raft.modules.ppo import PPOModule
 from raft.ppo.generation import token_batch
 from raft.resources import release_memory
@@ -90,7 +91,7 @@ class PPOTask(Runner):
         # 3. update: the PPO epochs over these rollouts, then save policy and state
         ppo.set_rollouts(rollouts)
         ppo.train()  # Lightning 2 keeps the caller's mode; LoRA dropout is part of the recipe (Table 12)
-        fit_to_completion(self.tracked(self.trainer, t)(default_root_dir=str(stage)), ppo)
+        fit_to_completion(new_trainer(self.tracked(self.trainer, t), default_root_dir=str(stage)), ppo)
         with atomic_dir(self.checkpoint_dir(t)) as tmp:
             ppo.save_policy(tmp, tokenizer, base=self.init_checkpoint)  # what CausalLMPolicy.load reads
             ppo.save_state(tmp)

@@ -12,6 +12,7 @@ from raft.atomic import atomic_dir, is_complete
 from raft.distributed import is_rank_zero, wait_for
 from raft.models.reward_model import MINILM_ALIAS, load_backbone, save_reward_model, score_pairs
 from raft.modules.fitting import fit_to_completion
+from raft.modules.new_trainer import new_trainer
 from raft.modules.reward_model import pairwise_accuracy
 from raft.validation import check_partial
 
@@ -65,7 +66,7 @@ class RewardModelTask:
         # the curves (loss, accuracy) go to the tracker of the folder above: output_dir appears only once complete
         tracker = self.logger(run_dir=self.output_dir.parent) if self.logger and is_rank_zero() else None
         try:
-            fit_to_completion((tracker.trainer(self.trainer, 0) if tracker else self.trainer)(), module)
+            fit_to_completion(new_trainer(tracker.trainer(self.trainer, 0) if tracker else self.trainer), module)
         finally:
             if tracker is not None:
                 tracker.close()
