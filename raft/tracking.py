@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from raft.atomic import atomic_write_text
-from raft.modules.new_trainer import new_trainer
+from raft.modules.new_trainer import bound_copy, new_trainer
 from raft.samples import Sample
 from raft.trackers.sample_rows import stage_rows
 from raft.trackers.stage_logger import StageCurves, StageLogger
@@ -99,7 +99,7 @@ class Tracker:
         a callback that logs learning rate and gradient norm; the trainer's own callbacks are kept."""
 
         def build(**kwargs: Any) -> Any:
-            own = list(getattr(make_trainer, "keywords", {}).get("callbacks") or [])
+            own = list(bound_copy(make_trainer, "callbacks") or [])  # copies: see raft/modules/new_trainer.py
             callbacks = [*own, *kwargs.pop("callbacks", []), StageCurves()]
             logger = StageLogger(self, iteration, self.next_step)
             return new_trainer(make_trainer, **kwargs, logger=logger, callbacks=callbacks)

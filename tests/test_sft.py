@@ -1,4 +1,5 @@
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -95,3 +96,30 @@ def test_the_response_window_gives_the_full_logits_loss_and_log_probs(tiny_lm_fo
     full_logits_loss(model, rows, tokenizer.pad_token_id)[0].backward()
     for got, want in zip(window_grads, [p.grad for p in model.parameters() if p.requires_grad]):
         assert torch.allclose(got, want, atol=1e-6, rtol=1e-4)
+
+
+def test_a_finished_stage_leaves_no_model_alive(tiny_lm_folder, tmp_path):
+    """The Trainer partial of conf/trainer/default.yaml binds one progress-bar callback, which Lightning ties to the
+    Trainer using it: shared across stages, it kept the last stage's Trainer, model and optimizer states alive."""
+    import gc
+
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+    from transformers import LlamaForCausalLM
+
+    from raft.modules.sft import SFTModule
+    from raft.tracking import Tracker
+
+    with initialize_config_dir(config_dir=str(Path(__file__).parent.parent / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["trainer.max_epochs=1", "trainer.accelerator=cpu", "trainer.precision=32"])
+    make = instantiate(cfg.trainer, _convert_="all")  # as raft/main.py builds it
+    policy = CausalLMPolicy(str(tiny_lm_folder), chat_template=False, sample_dtype="float32", device="cpu")
+    tokenizer = policy.load(None)[1]
+    ids = tokenizer("a b c", add_special_tokens=False)["input_ids"]
+    samples = [Sample(prompt_idx=0, prompt="a", response="b c", prompt_ids=ids[:1], response_ids=ids[1:])] * 4
+    tracker = Tracker(run_dir=tmp_path / "run", backends={})
+    for t, trainer in enumerate((make, tracker.trainer(make, 0))):  # plain, and as the run's tracker wraps it
+        policy.finetune(None, samples, tmp_path / f"stage{t}", SFTModule, trainer)
+        gc.collect()
+        assert not [o for o in gc.get_objects() if isinstance(o, LlamaForCausalLM)]
+    tracker.close()
