@@ -15,9 +15,10 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from raft.modules.fitting import finite
+from raft.modules.sharded_clipping import ShardedClipping
 
 
-class DenoisingModule(pl.LightningModule):
+class DenoisingModule(ShardedClipping, pl.LightningModule):
     def __init__(
         self,
         model: torch.nn.Module,

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 from raft.data.preference_pairs import Pair
 from raft.models.reward_model import DEFAULT_TEMPLATE, encode, format_texts, scalar_scores
 from raft.modules.fitting import finite
+from raft.modules.sharded_clipping import ShardedClipping
 
 
 def bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:
@@ -30,7 +31,7 @@ def pairwise_accuracy(r_chosen: torch.Tensor | Sequence[float], r_rejected: torc
     return (r_chosen > r_rejected).float().mean().item()
 
 
-class RewardModelModule(pl.LightningModule):
+class RewardModelModule(ShardedClipping, pl.LightningModule):
     """Trains `model` (scalar head) on preference pairs; each batch scores chosen and rejected texts together."""
 
     def __init__(
