@@ -27,7 +27,10 @@ def describe(obj: Any) -> dict:
     else:
         fields = {k: v for k, v in vars(obj).items() if not k.startswith("_")}
     out: dict[str, Any] = {"type": f"{type(obj).__module__}.{type(obj).__qualname__}"}
+    training_only = set(getattr(type(obj), "TRAINING_ONLY", ()))  # settings that cannot change an evaluation
     for key, value in sorted(fields.items()):
+        if key in training_only:
+            continue
         value = str(value) if isinstance(value, Path) or type(value).__name__ == "device" else value
         try:
             json.dumps(value)

@@ -100,3 +100,20 @@ def test_default_config_is_the_paper_test_setting():
 def test_bad_settings_fail_early():
     with pytest.raises(ValueError, match="evaluator.every"):
         Evaluator(WordCountReward(), Sampler(), every=0)
+
+
+def test_training_only_settings_do_not_change_the_evaluation_key():
+    """Gradient checkpointing changes how a stage trains, not what the starting model samples: a sweep over it
+    shares the starting evaluation; a setting that does change it (the sampling dtype) does not."""
+    import types
+
+    from raft.evaluation_cache import evaluation_key
+    from raft.policies.causal_lm import CausalLMPolicy
+
+    def key(**settings):
+        policy = CausalLMPolicy("tiny-llama", device="cpu", **settings)
+        reward = types.SimpleNamespace(scale=1.0)  # the key reads a reward's plain settings only
+        return evaluation_key(policy, None, reward, {"n_prompts": 4}, ["a prompt"], None)
+
+    assert key(gradient_checkpointing=True) == key(gradient_checkpointing=False)
+    assert key(sample_dtype="float32") != key(sample_dtype="bfloat16")

@@ -31,6 +31,8 @@ class CausalLMPolicy(Policy):
     fp32 master weights (bf16 would round away the small updates) under the trainer's mixed precision.
     """
 
+    TRAINING_ONLY = ("gradient_checkpointing",)  # not part of the evaluation cache's key (evaluation_cache.py)
+
     def __init__(
         self,
         name_or_path: str,
