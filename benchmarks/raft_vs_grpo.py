@@ -53,20 +53,15 @@ def run_measured(command: list[str], log: Path) -> dict:
     }
 
 
-# -- raft's methods: `python -m raft`, timings from the stage files' modification times ------------
-def stage_seconds(stage: Path, metrics: dict) -> dict:
-    """Sampling / scoring / training / evaluation seconds of one iteration folder, from when each file was written."""
-    end = (stage / "metrics.json").stat().st_mtime
-    start = end - metrics["wall_time_s"]
-    marks = [("sampling", "samples.jsonl"), ("scoring", "selected.jsonl"), ("training", "checkpoint/MANIFEST.json")]
-    out, last = {}, start
-    for name, file in marks:
-        if (stage / file).exists():
-            written = (stage / file).stat().st_mtime
-            out[name], last = round(written - last, 1), written
-    evaluated = stage / "eval" / "eval_metrics.json"
-    out["evaluation"] = round(evaluated.stat().st_mtime - last, 1) if evaluated.exists() else 0.0
-    out["other"] = round(metrics["wall_time_s"] - sum(out.values()), 1)  # e.g. a method's own stages
+# -- raft's methods: `python -m raft`, each stage's seconds as the run records them ---------------------
+STAGES = ("sampling", "scoring", "training", "kl")
+
+
+def stage_seconds(metrics: dict) -> dict:
+    """Sampling / scoring / training seconds of one iteration (its metrics' `seconds_<stage>`); the rest of the
+    iteration's wall time is its evaluation. (File times would miss a checkpoint the run deleted later.)"""
+    out = {name: round(metrics.get(f"seconds_{name}", 0.0), 1) for name in STAGES}
+    out["evaluation"] = round(metrics["wall_time_s"] - sum(out.values()), 1)
     return out
 
 
@@ -76,12 +71,15 @@ def run_raft(name: str, method: str, args, run_dir: Path) -> dict:
     process = run_measured(command, run_dir.with_suffix(".log"))
     if process["returncode"] != 0:
         raise SystemExit(f"{name} failed (exit {process['returncode']}): see {run_dir.with_suffix('.log')}")
+    return raft_result(name, method, args, run_dir, process)
+
+
+def raft_result(name: str, method: str, args, run_dir: Path, process: dict) -> dict:
     before = json.loads((run_dir / "evaluation.json").read_text())["before"]
     steps = []
     for t in range(args.steps):
-        stage = run_dir / f"iter_{t:03d}"
-        metrics = json.loads((stage / "metrics.json").read_text())
-        seconds = stage_seconds(stage, metrics)
+        metrics = json.loads((run_dir / f"iter_{t:03d}" / "metrics.json").read_text())
+        seconds = stage_seconds(metrics)
         steps.append(
             {
                 "step": t + 1,
@@ -96,7 +94,6 @@ def run_raft(name: str, method: str, args, run_dir: Path) -> dict:
     return {"method": name, "overrides": method, "start_accuracy": before.get("accuracy"), "steps": steps, **process}
 
 
-# -- TRL's GRPOTrainer, in a worker process ------------------------------------------------------
 def trl_worker(args) -> None:
     import torch
     from datasets import Dataset
@@ -304,6 +301,26 @@ def plot(results: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def run_all(args, out: Path) -> list[dict]:
+    results = []
+    for spec in args.method or ["raft="]:
+        name, _, overrides = spec.partition("=")
+        print(f"running {name}: python -m raft experiment={args.preset} {' '.join(args.set)} {overrides}", flush=True)
+        results.append(run_raft(name, overrides, args, out / name))
+    if not args.no_trl:
+        print("running TRL GRPOTrainer", flush=True)
+        results.append(run_trl(args, out / "trl_grpo"))
+    return results
+
+
+def report_again(result: dict, args, out: Path) -> dict:
+    """A result of results.json read again from its run folder (its process's wall time and RSS as measured)."""
+    process = {k: result[k] for k in ("returncode", "process_wall_s", "process_peak_rss_mb")}
+    if result["method"] == "trl_grpo":
+        return {**result, **json.loads((out / "trl_grpo" / "result.json").read_text())}
+    return raft_result(result["method"], result["overrides"], args, out / result["method"], process)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="arithmetic_raft", help="raft experiment preset all methods share")
@@ -316,6 +333,7 @@ def main() -> None:
         help="NAME=OVERRIDES, a raft method as override strings (repeatable; default: raft=)",
     )
     parser.add_argument("--no-trl", action="store_true", help="skip TRL's GRPOTrainer")
+    parser.add_argument("--report", action="store_true", help="report the runs already in --out again, run nothing")
     parser.add_argument("--trl-lr", type=float, default=None, help="GRPO learning rate (default: raft's module.lr)")
     parser.add_argument("--trl-micro-batch", type=int, default=8, help="sequences per GRPO forward/backward")
     parser.add_argument("--out", default="outputs/benchmarks/raft_vs_grpo")
@@ -326,14 +344,10 @@ def main() -> None:
     out = (ROOT / args.out) if not Path(args.out).is_absolute() else Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = compose(args.preset, args.set)
-    results = []
-    for spec in args.method or ["raft="]:
-        name, _, overrides = spec.partition("=")
-        print(f"running {name}: python -m raft experiment={args.preset} {' '.join(args.set)} {overrides}", flush=True)
-        results.append(run_raft(name, overrides, args, out / name))
-    if not args.no_trl:
-        print("running TRL GRPOTrainer", flush=True)
-        results.append(run_trl(args, out / "trl_grpo"))
+    if args.report:  # the finished runs in --out again (e.g. after a change to this report), nothing rerun
+        results = [report_again(r, args, out) for r in json.loads((out / "results.json").read_text())]
+    else:
+        results = run_all(args, out)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     plot(results, out / "accuracy_vs_seconds.png")
     print(table(results, cfg.task.batch_size * cfg.sampler.K))
