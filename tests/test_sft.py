@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from raft.models import load_causal_lm
-from raft.modules.sft import IGNORE, pad_batch, response_loss, training_rows
+from raft.modules.sft import IGNORE, pad_batch, response_logits, response_loss, training_rows
 from raft.policies.causal_lm import CausalLMPolicy
 from raft.samples import Sample
 
@@ -123,3 +123,19 @@ def test_a_finished_stage_leaves_no_model_alive(tiny_lm_folder, tmp_path):
         gc.collect()
         assert not [o for o in gc.get_objects() if isinstance(o, LlamaForCausalLM)]
     tracker.close()
+
+
+def test_gradient_checkpointing_trains_the_same_gradients(tiny_lm_folder):
+    """model.gradient_checkpointing recomputes activations in the backward pass: less memory, the same numbers."""
+    grads = []
+    for checkpointing in (False, True):
+        policy = CausalLMPolicy(
+            str(tiny_lm_folder), chat_template=False, device="cpu", gradient_checkpointing=checkpointing
+        )
+        model, _ = policy.load(None, "float32", trainable=True)
+        assert model.is_gradient_checkpointing == checkpointing
+        batch = pad_batch(training_rows([([1, 2, 3, 4], [5, 6, 7]), ([8, 9], [10, 11])], 64), pad_id=0)
+        torch.manual_seed(0)
+        response_loss(*response_logits(model, batch)).backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads))
