@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import gc
 import resource
 import time
@@ -78,8 +79,15 @@ def release_memory() -> None:
 def _trim_heap() -> None:
     """glibc keeps freed blocks (a stage's model, its KV caches) in the process's heap, so the resident size
     never falls after a stage and the next stage's peak sits on top of it; `malloc_trim` returns them."""
-    name = ctypes.util.find_library("c")
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim():
+    """libc's malloc_trim, looked up once (find_library runs ldconfig); None where it is not glibc (macOS, musl)."""
     try:
-        ctypes.CDLL(name).malloc_trim(0)
-    except (OSError, AttributeError, TypeError):  # not glibc (macOS, musl): nothing to trim
-        pass
+        return ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim
+    except (OSError, AttributeError, TypeError):
+        return None
