@@ -12,8 +12,10 @@ class ShardedClipping:
     """Mix into a LightningModule (before `pl.LightningModule`)."""
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
         wrapped = self.trainer.model  # FSDP's root module under FSDP; the module itself otherwise
-        sharded = type(wrapped).__name__ == "FullyShardedDataParallel" and hasattr(wrapped, "clip_grad_norm_")
+        sharded = isinstance(wrapped, FullyShardedDataParallel)
         if gradient_clip_val and sharded and gradient_clip_algorithm in (None, "norm"):
             wrapped.clip_grad_norm_(gradient_clip_val)
         else:
