@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from raft.modules.fitting import finite
+from raft.modules.fitting import check_optimiser, finite
 from raft.modules.sharded_clipping import ShardedClipping
 
 
@@ -51,10 +51,7 @@ class DenoisingModule(ShardedClipping, pl.LightningModule):
     @staticmethod
     def check_arguments(a: Mapping[str, Any]) -> None:
         """The hyper-parameters' rules, also run before any model loads (raft/validation.py)."""
-        if a["learning_rate"] <= 0:
-            raise ValueError(f"module.learning_rate must be > 0, got {a['learning_rate']}")
-        if a["weight_decay"] < 0:
-            raise ValueError(f"module.weight_decay must be >= 0, got {a['weight_decay']}")
+        check_optimiser(a, lr="learning_rate")
         if a["batch_size"] < 1:
             raise ValueError(f"module.batch_size must be >= 1, got {a['batch_size']}")
         if not 0 <= a["condition_dropout"] < 1:

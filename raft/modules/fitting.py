@@ -1,4 +1,4 @@
-"""Run a Lightning fit and refuse a result that did not finish.
+"""Run a Lightning fit and refuse a result that did not finish; the optimiser rules every fitted module shares.
 
 On SIGTERM (a cluster's pre-emption, `kill`) Lightning stops gracefully and `fit` returns as if done.
 A stage that saved that model would be taken as finished on resume; raising instead lets the stage's
@@ -8,6 +8,14 @@ atomic folder be discarded, so the next run redoes it.
 from __future__ import annotations
 
 import torch
+
+
+def check_optimiser(a, lr: str = "lr") -> None:
+    """The optimiser rules every fine-tuning module shares: module.<lr> > 0, module.weight_decay >= 0."""
+    if a[lr] <= 0:
+        raise ValueError(f"module.{lr} must be > 0, got {a[lr]}")
+    if a["weight_decay"] < 0:
+        raise ValueError(f"module.weight_decay must be >= 0, got {a['weight_decay']}")
 
 
 class NonFiniteLoss(FloatingPointError):

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 
 from raft.data.preference_pairs import Pair
 from raft.models.reward_model import DEFAULT_TEMPLATE, encode, format_texts, scalar_scores
-from raft.modules.fitting import finite
+from raft.modules.fitting import check_optimiser, finite
 from raft.modules.sharded_clipping import ShardedClipping
 
 
@@ -68,10 +68,7 @@ class RewardModelModule(ShardedClipping, pl.LightningModule):
     @staticmethod
     def check_arguments(a: Mapping[str, Any]) -> None:
         """The hyper-parameters' rules, also run before any model loads (raft/validation.py)."""
-        if a["lr"] <= 0:
-            raise ValueError(f"module.lr must be > 0, got {a['lr']}")
-        if a["weight_decay"] < 0:
-            raise ValueError(f"module.weight_decay must be >= 0, got {a['weight_decay']}")
+        check_optimiser(a)
         if a["batch_size"] < 1 or a["max_length"] < 2:
             raise ValueError(
                 f"module.batch_size must be >= 1 and module.max_length >= 2, got {a['batch_size']}, {a['max_length']}"

@@ -14,7 +14,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from raft.modules.fitting import finite
+from raft.modules.fitting import check_optimiser, finite
 from raft.modules.sharded_clipping import ShardedClipping
 
 IGNORE = -100
@@ -103,10 +103,7 @@ class SFTModule(ShardedClipping, pl.LightningModule):
     @staticmethod
     def check_arguments(a: Mapping[str, Any]) -> None:
         """The hyper-parameters' rules, also run before any model loads (raft/validation.py)."""
-        if a["lr"] <= 0:
-            raise ValueError(f"module.lr must be > 0, got {a['lr']}")
-        if a["weight_decay"] < 0:
-            raise ValueError(f"module.weight_decay must be >= 0, got {a['weight_decay']}")
+        check_optimiser(a)
         if a["batch_size"] < 1:
             raise ValueError(f"module.batch_size must be >= 1, got {a['batch_size']}")
         if not 0.0 <= a["warmup_ratio"] < 1.0:
