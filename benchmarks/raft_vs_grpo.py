@@ -37,7 +37,12 @@ def compose(preset: str, overrides: list[str]):
     import raft.resolvers  # noqa: F401  (raft's ${raft_with:...} and ${raft_asset:...})
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return hydra_compose("config", overrides=[f"experiment={preset}", *overrides], return_hydra_config=True)
+        return hydra_compose("config", overrides=[*preset_override(preset), *overrides], return_hydra_config=True)
+
+
+def preset_override(preset: str) -> list[str]:
+    """`experiment=<preset>`, or nothing for `--preset none` (the root config's defaults plus `--set`)."""
+    return [] if preset == "none" else [f"experiment={preset}"]
 
 
 def run_measured(command: list[str], log: Path) -> dict:
@@ -66,7 +71,7 @@ def stage_seconds(metrics: dict) -> dict:
 
 
 def run_raft(name: str, method: str, args, run_dir: Path) -> dict:
-    command = [sys.executable, "-m", "raft", f"experiment={args.preset}", *args.set, *shlex.split(method), *FIXED]
+    command = [sys.executable, "-m", "raft", *preset_override(args.preset), *args.set, *shlex.split(method), *FIXED]
     command += [f"task.iterations={args.steps}", f"hydra.run.dir={run_dir}"]
     process = run_measured(command, run_dir.with_suffix(".log"))
     if process["returncode"] != 0:
@@ -118,7 +123,7 @@ def trl_worker(args) -> None:
     dataset = Dataset.from_dict({"prompt": [as_prompt(p) for p in order], "problem": order})
     test = data.prompts("test")
 
-    def exact_match(prompts, completions, problem, **_):
+    def task_reward(prompts, completions, problem, **_):
         texts = [c[0]["content"] if isinstance(c, list) else c for c in completions]
         return reward(problem, texts)
 
@@ -208,7 +213,7 @@ def trl_worker(args) -> None:
     )
     trainer = TimedGRPO(
         model=model,
-        reward_funcs=exact_match,
+        reward_funcs=task_reward,
         args=config,
         train_dataset=dataset,
         processing_class=tokenizer,
@@ -250,29 +255,42 @@ def table(results: list[dict], samples_per_step: int) -> str:
 
 
 def against_trl(results: list[dict]) -> list[str]:
-    """The issue's criteria, per raft method: time to TRL's final accuracy, peak RSS and step time, as ratios."""
+    """The issue's criteria, per raft method, as ratios to TRL: for each of TRL's steps, the seconds the method took
+    to reach the accuracy TRL had after that many samples; peak RSS per step; step time."""
     trl = next((r for r in results if r["method"] == "trl_grpo"), None)
     if trl is None or not trl["steps"]:
         return []
-    target, trl_s = trl["steps"][-1]["accuracy"], sum(s["step_s"] for s in trl["steps"])
-    trl_rss, trl_step = max(s["peak_rss_mb"] for s in trl["steps"]), trl_s / len(trl["steps"])
+    trl_clock = elapsed(trl["steps"])
+    trl_rss = max(s["peak_rss_mb"] for s in trl["steps"])
     lines = []
     for r in results:
         if r is trl or not r["steps"]:
             continue
-        total, reached = 0.0, None
-        for s in r["steps"]:
-            total += s["step_s"]
-            if reached is None and target is not None and s["accuracy"] is not None and s["accuracy"] >= target:
-                reached = total
-        step = sum(s["step_s"] for s in r["steps"]) / len(r["steps"])
+        clock, reached = elapsed(r["steps"]), []
+        for t, target in zip(trl_clock, trl["steps"]):
+            when = next((c for c, s in zip(clock, r["steps"]) if _at_least(s["accuracy"], target["accuracy"])), None)
+            ratio = f"{when:.0f} s = {when / t:.2f}x" if when is not None else "not reached"
+            reached.append(f"step {target['step']} ({_f(target['accuracy'])} in {t:.0f} s): {ratio}")
         rss = max(s["peak_rss_mb"] for s in r["steps"])
-        when = f"in {reached:.0f} s = {reached / trl_s:.2f}x TRL's {trl_s:.0f} s" if reached else "not reached"
+        step = clock[-1] / len(clock) / (trl_clock[-1] / len(trl_clock))
         lines.append(
-            f"{r['method']}: TRL's final accuracy {_f(target)} {when}; peak RSS per step {rss / trl_rss:.2f}x "
-            f"TRL's; step time {step / trl_step:.2f}x TRL's"
+            f"{r['method']}: TRL's accuracy after {'; '.join(reached)}; "
+            f"peak RSS per step {rss / trl_rss:.2f}x TRL's; step time {step:.2f}x TRL's"
         )
     return lines
+
+
+def elapsed(steps: list[dict]) -> list[float]:
+    """Training seconds from the start to the end of each step."""
+    clock, total = [], 0.0
+    for s in steps:
+        total += s["step_s"]
+        clock.append(total)
+    return clock
+
+
+def _at_least(accuracy, target) -> bool:
+    return accuracy is not None and target is not None and accuracy >= target
 
 
 def _f(value) -> str:
@@ -301,16 +319,22 @@ def plot(results: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def shared_settings(args) -> dict:
+    """What every method of one comparison shares; results run under other settings do not mix with them."""
+    return {"preset": args.preset, "set": list(args.set), "steps": args.steps}
+
+
 def run_all(args, out: Path) -> list[dict]:
     results = []
     for spec in args.method or ["raft="]:
         name, _, overrides = spec.partition("=")
-        print(f"running {name}: python -m raft experiment={args.preset} {' '.join(args.set)} {overrides}", flush=True)
+        shared = " ".join([*preset_override(args.preset), *args.set])
+        print(f"running {name}: python -m raft {shared} {overrides}", flush=True)
         results.append(run_raft(name, overrides, args, out / name))
     if not args.no_trl:
         print("running TRL GRPOTrainer", flush=True)
         results.append(run_trl(args, out / "trl_grpo"))
-    return results
+    return [{**r, "shared": shared_settings(args)} for r in results]
 
 
 def report_again(result: dict, args, out: Path) -> dict:
@@ -321,9 +345,24 @@ def report_again(result: dict, args, out: Path) -> dict:
     return raft_result(result["method"], result["overrides"], args, out / result["method"], process)
 
 
+def merged(earlier: list[dict], new: list[dict]) -> list[dict]:
+    """`earlier` results with `new` ones added, a method run again replacing its earlier result in place."""
+    for r in earlier:
+        if new and r.get("shared") != new[0]["shared"]:
+            raise SystemExit(
+                f"--add: {r['method']} in results.json ran with {r.get('shared')}, these with {new[0]['shared']}; "
+                "use the same --preset, --set and --steps, or another --out"
+            )
+    by_name = {r["method"]: r for r in new}
+    kept = [by_name.pop(r["method"], r) for r in earlier]
+    return kept + list(by_name.values())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", default="arithmetic_raft", help="raft experiment preset all methods share")
+    parser.add_argument(
+        "--preset", default="arithmetic_raft", help="raft experiment preset all methods share ('none': the root config)"
+    )
     parser.add_argument("--set", action="append", default=[], help="raft override for every method (repeatable)")
     parser.add_argument("--steps", type=int, default=4, help="RAFT iterations = GRPO optimizer steps")
     parser.add_argument(
@@ -334,6 +373,9 @@ def main() -> None:
     )
     parser.add_argument("--no-trl", action="store_true", help="skip TRL's GRPOTrainer")
     parser.add_argument("--report", action="store_true", help="report the runs already in --out again, run nothing")
+    parser.add_argument(
+        "--add", action="store_true", help="add these runs to the results already in --out (same settings: --set)"
+    )
     parser.add_argument("--trl-lr", type=float, default=None, help="GRPO learning rate (default: raft's module.lr)")
     parser.add_argument("--trl-micro-batch", type=int, default=8, help="sequences per GRPO forward/backward")
     parser.add_argument("--out", default="outputs/benchmarks/raft_vs_grpo")
@@ -344,10 +386,11 @@ def main() -> None:
     out = (ROOT / args.out) if not Path(args.out).is_absolute() else Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = compose(args.preset, args.set)
+    earlier = json.loads((out / "results.json").read_text()) if (args.report or args.add) else []
     if args.report:  # the finished runs in --out again (e.g. after a change to this report), nothing rerun
-        results = [report_again(r, args, out) for r in json.loads((out / "results.json").read_text())]
+        results = [report_again(r, args, out) for r in earlier]
     else:
-        results = run_all(args, out)
+        results = merged(earlier, run_all(args, out))
     (out / "results.json").write_text(json.dumps(results, indent=2))
     plot(results, out / "accuracy_vs_seconds.png")
     print(table(results, cfg.task.batch_size * cfg.sampler.K))

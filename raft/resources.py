@@ -6,6 +6,7 @@ import ctypes
 import ctypes.util
 import functools
 import gc
+import os
 import resource
 import time
 from contextlib import contextmanager
@@ -76,18 +77,37 @@ def release_memory() -> None:
         torch.cuda.empty_cache()
 
 
+M_MMAP_THRESHOLD = -3  # mallopt's parameter number (glibc malloc.h)
+HEAP_MMAP_THRESHOLD = 1 << 20
+
+
+def bound_heap_growth() -> None:
+    """Give every block over 1 MiB its own mapping, returned to the OS the moment it is freed.
+
+    Left alone, glibc raises its mmap threshold to the largest block freed so far (up to 32 MiB), so a training
+    stage's activations, of a new shape at every batch, come from the heap and fragment it: over one HH-RLHF
+    stage (32 rows x ~450 tokens, batch 8) the resident set grew by 1.4 GB above what was alive, peak 4.95 GB;
+    with the threshold fixed, 3.58 GB. A MALLOC_MMAP_THRESHOLD_ in the environment is left as it is.
+    """
+    if "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        return
+    mallopt = _libc("mallopt")
+    if mallopt is not None:
+        mallopt(M_MMAP_THRESHOLD, HEAP_MMAP_THRESHOLD)
+
+
 def _trim_heap() -> None:
     """glibc keeps freed blocks (a stage's model, its KV caches) in the process's heap, so the resident size
     never falls after a stage and the next stage's peak sits on top of it; `malloc_trim` returns them."""
-    trim = _malloc_trim()
+    trim = _libc("malloc_trim")
     if trim is not None:
         trim(0)
 
 
 @functools.cache
-def _malloc_trim():
-    """libc's malloc_trim, looked up once (find_library runs ldconfig); None where it is not glibc (macOS, musl)."""
+def _libc(name: str):
+    """A glibc function, looked up once (find_library runs ldconfig); None where it has none (macOS, musl)."""
     try:
-        return ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c")), name)
     except (OSError, AttributeError, TypeError):
         return None

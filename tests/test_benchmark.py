@@ -52,8 +52,22 @@ def test_against_trl_reports_the_issues_ratios(bench):
     results = [run("raft", [0.2, 0.4, 0.5], 10.0, 500.0), run("trl_grpo", [0.3, 0.4, 0.4], 40.0, 2000.0)]
     (line,) = bench.against_trl(results)
     assert line == (
-        "raft: TRL's final accuracy 0.400 in 20 s = 0.17x TRL's 120 s; "
-        "peak RSS per step 0.25x TRL's; step time 0.25x TRL's"
+        "raft: TRL's accuracy after step 1 (0.300 in 40 s): 20 s = 0.50x; step 2 (0.400 in 80 s): 20 s = 0.25x; "
+        "step 3 (0.400 in 120 s): 20 s = 0.17x; peak RSS per step 0.25x TRL's; step time 0.25x TRL's"
     )
     results[0]["steps"][1]["accuracy"] = results[0]["steps"][2]["accuracy"] = 0.1
-    assert "not reached" in bench.against_trl(results)[0]
+    assert bench.against_trl(results)[0].count("not reached") == 3
+
+
+def test_add_merges_only_runs_of_the_same_settings(bench):
+    shared = {"preset": "arithmetic_raft", "set": ["task.batch_size=32"], "steps": 4}
+    earlier = [{"method": "raft", "shared": shared, "v": 1}, {"method": "trl_grpo", "shared": shared, "v": 1}]
+    new = [{"method": "raft", "shared": shared, "v": 2}, {"method": "raft_rej", "shared": shared, "v": 2}]
+    assert [(r["method"], r["v"]) for r in bench.merged(earlier, new)] == [
+        ("raft", 2),  # run again: replaced in place
+        ("trl_grpo", 1),
+        ("raft_rej", 2),
+    ]
+    other = [{"method": "raft_rej", "shared": {**shared, "steps": 2}}]
+    with pytest.raises(SystemExit, match="use the same --preset, --set and --steps"):
+        bench.merged(earlier, other)

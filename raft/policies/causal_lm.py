@@ -72,7 +72,7 @@ class CausalLMPolicy(Policy):
         else:
             model, tokenizer = load_causal_lm(source, dtype)
         if trainable and self.gradient_checkpointing:  # recompute each layer's activations in the backward pass
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            enable_checkpointing(model)
             model.config.use_cache = False
         if is_adapter or (trainable and self.lora):
             model = self._with_adapter(model, checkpoint if is_adapter else None, trainable)
@@ -232,6 +232,15 @@ class CausalLMPolicy(Policy):
         model, tokenizer = self.load(checkpoint, "float32")
         rows = [self.encode_pair(tokenizer, p, r) for p, r in zip(prompts, references)]
         return reference_perplexity(model, rows, tokenizer.pad_token_id, max_length=self.max_length)
+
+
+def enable_checkpointing(model) -> None:
+    """Activation checkpointing under its transformers >= 5.2x name, or the older `gradient_checkpointing_enable`."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 class _GenerationConfigOf:
