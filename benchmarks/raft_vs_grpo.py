@@ -73,16 +73,18 @@ def stage_seconds(metrics: dict) -> dict:
 def run_raft(name: str, method: str, args, run_dir: Path) -> dict:
     command = [sys.executable, "-m", "raft", *preset_override(args.preset), *args.set, *shlex.split(method), *FIXED]
     command += [f"task.iterations={args.steps}", f"hydra.run.dir={run_dir}"]
+    if run_dir.exists():  # raft resumes a run folder: its finished steps are read back, not run again
+        print(f"  {run_dir} exists: its finished steps are kept (delete the folder to run them again)", flush=True)
     process = run_measured(command, run_dir.with_suffix(".log"))
     if process["returncode"] != 0:
         raise SystemExit(f"{name} failed (exit {process['returncode']}): see {run_dir.with_suffix('.log')}")
-    return raft_result(name, method, args, run_dir, process)
+    return raft_result(name, method, args.steps, run_dir, process)
 
 
-def raft_result(name: str, method: str, args, run_dir: Path, process: dict) -> dict:
+def raft_result(name: str, method: str, n_steps: int, run_dir: Path, process: dict) -> dict:
     before = json.loads((run_dir / "evaluation.json").read_text())["before"]
     steps = []
-    for t in range(args.steps):
+    for t in range(n_steps):
         metrics = json.loads((run_dir / f"iter_{t:03d}" / "metrics.json").read_text())
         seconds = stage_seconds(metrics)
         steps.append(
@@ -261,7 +263,7 @@ def against_trl(results: list[dict]) -> list[str]:
     if trl is None or not trl["steps"]:
         return []
     trl_clock = elapsed(trl["steps"])
-    trl_rss = max(s["peak_rss_mb"] for s in trl["steps"])
+    trl_rss = min(s["peak_rss_mb"] for s in trl["steps"])  # its later steps also hold what its evaluation left
     lines = []
     for r in results:
         if r is trl or not r["steps"]:
@@ -340,9 +342,11 @@ def run_all(args, out: Path) -> list[dict]:
 def report_again(result: dict, args, out: Path) -> dict:
     """A result of results.json read again from its run folder (its process's wall time and RSS as measured)."""
     process = {k: result[k] for k in ("returncode", "process_wall_s", "process_peak_rss_mb")}
+    keep = {"shared": result["shared"]} if "shared" in result else {}
     if result["method"] == "trl_grpo":
         return {**result, **json.loads((out / "trl_grpo" / "result.json").read_text())}
-    return raft_result(result["method"], result["overrides"], args, out / result["method"], process)
+    steps = result.get("shared", {}).get("steps", args.steps)  # as it ran, not this command's --steps
+    return {**raft_result(result["method"], result["overrides"], steps, out / result["method"], process), **keep}
 
 
 def merged(earlier: list[dict], new: list[dict]) -> list[dict]:
@@ -385,8 +389,10 @@ def main() -> None:
         return trl_worker(args)
     out = (ROOT / args.out) if not Path(args.out).is_absolute() else Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = compose(args.preset, args.set)
     earlier = json.loads((out / "results.json").read_text()) if (args.report or args.add) else []
+    if args.report and earlier and "shared" in earlier[0]:  # report them under the settings they ran with
+        args.preset, args.set, args.steps = (earlier[0]["shared"][k] for k in ("preset", "set", "steps"))
+    cfg = compose(args.preset, args.set)
     if args.report:  # the finished runs in --out again (e.g. after a change to this report), nothing rerun
         results = [report_again(r, args, out) for r in earlier]
     else:

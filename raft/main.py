@@ -15,7 +15,6 @@ from omegaconf.errors import OmegaConfBaseException
 
 import raft.resolvers  # noqa: F401  (registers resolvers before Hydra composes)
 from raft.distributed import is_rank_zero
-from raft.resources import bound_heap_growth
 from raft.run_folder import claim
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -85,7 +84,6 @@ def quiet_lightning() -> None:
 @hydra.main(config_path=CONFIG_DIR, config_name="config", version_base="1.3")
 def hydra_main(cfg: DictConfig):
     quiet_lightning()  # before the up-front checks, which build a Trainer once
-    bound_heap_growth()  # a stage's freed activations go back to the OS, not into a fragmented heap
     try:
         task = build_task(cfg)
         if is_rank_zero():  # the other ranks of a torchrun launch share rank 0's folder

@@ -20,7 +20,8 @@ from raft.locks import FolderBusy, file_lock
 
 FINGERPRINT = "config_fingerprint.json"
 IGNORED_KEYS = {"seeds", "objective", "logger", "allow_changed_config", "hydra"}
-IGNORED_LEAVES = {"iterations", "every", "torch_threads", "keep_checkpoints"}  # anywhere in the tree
+# anywhere in the tree: how long and how a run runs, not what it computes
+IGNORED_LEAVES = {"iterations", "every", "torch_threads", "heap_mmap_threshold_mb", "keep_checkpoints"}
 _held: dict[Path, Any] = {}  # folder -> its lock, held as long as the process lives
 
 

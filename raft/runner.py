@@ -23,7 +23,7 @@ import torch
 from raft.atomic import atomic_write_text, check_checkpoint, is_complete
 from raft.distributed import is_rank_zero, wait_for, world_size
 from raft.policies.base import Policy
-from raft.resources import peak_memory, reset_peak_memory
+from raft.resources import bound_heap_growth, check_heap_mmap_threshold, peak_memory, reset_peak_memory
 from raft.samples import Sample
 from raft.tasks.summary import plot_run, print_before_after
 from raft.threads import check_torch_threads, use_torch_threads
@@ -49,8 +49,10 @@ class Runner:
         seed: int = 0,
         init_checkpoint: str | Path | None = None,
         torch_threads: int | None = None,
+        heap_mmap_threshold_mb: float | None = None,
     ):
         check_torch_threads(torch_threads)
+        check_heap_mmap_threshold(heap_mmap_threshold_mb)
         if iterations < 1:
             raise ValueError(f"task.iterations must be >= 1, got {iterations}")
         if batch_size < 1:
@@ -77,7 +79,7 @@ class Runner:
             seed,
         )
         self.init_checkpoint = Path(init_checkpoint) if init_checkpoint else None  # e.g. an SFT stage's output
-        self.torch_threads = torch_threads
+        self.torch_threads, self.heap_mmap_threshold_mb = torch_threads, heap_mmap_threshold_mb
         self.tracker: Tracker | None = None  # rank 0's, while `run` runs
 
     # -- what a task supplies ------------------------------------------------------------------
@@ -96,6 +98,7 @@ class Runner:
     def run(self) -> dict:
         pl.seed_everything(self.seed, workers=True, verbose=False)
         use_torch_threads(self.torch_threads)
+        bound_heap_growth(self.heap_mmap_threshold_mb)
         reset_peak_memory()  # this task's own peak, also inside a pipeline
         self.prepare()
         if not is_rank_zero():  # another process of a multi-GPU launch: it only follows rank 0's iterations

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -71,3 +73,18 @@ def test_add_merges_only_runs_of_the_same_settings(bench):
     other = [{"method": "raft_rej", "shared": {**shared, "steps": 2}}]
     with pytest.raises(SystemExit, match="use the same --preset, --set and --steps"):
         bench.merged(earlier, other)
+
+
+def test_report_reads_each_run_with_the_steps_it_ran(bench, tmp_path):
+    """--report once read every run for the command's --steps (default 4), and failed on a one-step comparison."""
+    run = tmp_path / "raft"
+    (run / "iter_000").mkdir(parents=True)
+    (run / "evaluation.json").write_text('{"before": {"accuracy": 0.25}}')
+    metrics = {"wall_time_s": 50.0, "seconds_sampling": 20.0, "seconds_training": 25.0, "peak_rss_mb": 900.0}
+    (run / "iter_000" / "metrics.json").write_text(json.dumps({**metrics, "eval_accuracy": 0.5}))
+    shared = {"preset": "none", "set": [], "steps": 1}
+    result = {"method": "raft", "overrides": "", "shared": shared}
+    result.update(returncode=0, process_wall_s=60.0, process_peak_rss_mb=1000.0)
+    again = bench.report_again(result, argparse.Namespace(steps=4), tmp_path)
+    assert [s["accuracy"] for s in again["steps"]] == [0.5] and again["steps"][0]["step_s"] == 45.0
+    assert again["shared"] == shared  # kept, so a later --add still checks the settings

@@ -83,6 +83,7 @@ def run_raft(*args, timeout=120):
         ("selector=global selector.acceptance_ratio=1.5", "selector.acceptance_ratio must be in (0, 1]"),
         ("selector.beta=-0.1", "selector.beta must be >= 0"),
         ("task.torch_threads=0", "task.torch_threads must be >= 1"),
+        ("task.heap_mmap_threshold_mb=-1", "task.heap_mmap_threshold_mb must be > 0 or null"),
         ("model.name_or_path=no-such-model", "model.name_or_path='no-such-model' is neither"),
         ("data=hh_rlhf data.path=/nonexistent/pairs.jsonl", "data.path='/nonexistent/pairs.jsonl' does not exist"),
     ],

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from raft.resources import _libc
+from raft.resources import _libc, bound_heap_growth
 
 # A training stage in small: after one large block is freed, tensors of a few MiB come and go between small ones
 # that stay alive. Prints how many MiB the process still holds once the large ones are gone.
@@ -17,7 +17,7 @@ import sys, torch
 from raft.resources import bound_heap_growth
 def rss(): return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
 if sys.argv[1] == "bound":
-    bound_heap_growth()
+    bound_heap_growth(1)
 x = torch.ones(24 << 20, dtype=torch.uint8); del x   # glibc's own threshold now rises to 24 MiB
 base, big, small = rss(), [], []
 for _ in range(100):
@@ -39,3 +39,9 @@ def test_freed_blocks_leave_the_process_with_a_bounded_heap():
     """400 MiB of freed 4 MiB tensors stayed resident under glibc's defaults; with the bound they are returned."""
     assert held_mib("default") > 300  # the failure this guards against, still there in glibc's defaults
     assert held_mib("bound") < 50  # the 6.4 MiB of small tensors, plus noise
+
+
+def test_the_threshold_must_be_positive():
+    with pytest.raises(ValueError, match="task.heap_mmap_threshold_mb must be > 0 or null, got 0"):
+        bound_heap_growth(0)
+    bound_heap_growth(None)  # glibc's own behaviour: nothing to set
