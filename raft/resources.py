@@ -90,7 +90,7 @@ def bound_heap_growth(mb: float | None) -> None:
     Left alone, glibc raises its mmap threshold to the largest block freed so far (up to 32 MiB), so a training
     stage's activations, of a new shape at every batch, come from the heap and fragment it: over one HH-RLHF
     stage (32 rows x ~450 tokens, batch 8) the resident set grew 1.4 GB above what was alive (peak 4.95 GB; 3.58
-    GB at 1 MiB). Fresh pages for every large tensor cost time: that stage took 1.3x as long, so it is opt-in.
+    GB at 1 MiB). Fresh pages for every large tensor cost time (HH sampling 1.3x as long), so it is opt-in.
     None leaves glibc's behaviour (and a MALLOC_MMAP_THRESHOLD_ in the environment) as it is.
     """
     check_heap_mmap_threshold(mb)
