@@ -328,9 +328,9 @@ def shared_settings(args) -> dict:
 
 def run_all(args, out: Path) -> list[dict]:
     results = []
+    shared = " ".join([*preset_override(args.preset), *args.set])
     for spec in args.method or ["raft="]:
         name, _, overrides = spec.partition("=")
-        shared = " ".join([*preset_override(args.preset), *args.set])
         print(f"running {name}: python -m raft {shared} {overrides}", flush=True)
         results.append(run_raft(name, overrides, args, out / name))
     if not args.no_trl:
@@ -340,13 +340,14 @@ def run_all(args, out: Path) -> list[dict]:
 
 
 def report_again(result: dict, args, out: Path) -> dict:
-    """A result of results.json read again from its run folder (its process's wall time and RSS as measured)."""
-    process = {k: result[k] for k in ("returncode", "process_wall_s", "process_peak_rss_mb")}
-    keep = {"shared": result["shared"]} if "shared" in result else {}
+    """A result of results.json with its steps read again from its run folder; what else it recorded (its
+    process's wall time and RSS as measured, its settings, a note) stays."""
     if result["method"] == "trl_grpo":
-        return {**result, **json.loads((out / "trl_grpo" / "result.json").read_text())}
-    steps = result.get("shared", {}).get("steps", args.steps)  # as it ran, not this command's --steps
-    return {**raft_result(result["method"], result["overrides"], steps, out / result["method"], process), **keep}
+        fresh = json.loads((out / "trl_grpo" / "result.json").read_text())
+    else:
+        steps = result.get("shared", {}).get("steps", args.steps)  # as it ran, not this command's --steps
+        fresh = raft_result(result["method"], result["overrides"], steps, out / result["method"], {})
+    return {**result, **fresh}
 
 
 def merged(earlier: list[dict], new: list[dict]) -> list[dict]:

@@ -84,7 +84,8 @@ def test_report_reads_each_run_with_the_steps_it_ran(bench, tmp_path):
     (run / "iter_000" / "metrics.json").write_text(json.dumps({**metrics, "eval_accuracy": 0.5}))
     shared = {"preset": "none", "set": [], "steps": 1}
     result = {"method": "raft", "overrides": "", "shared": shared}
-    result.update(returncode=0, process_wall_s=60.0, process_peak_rss_mb=1000.0)
+    result.update(returncode=0, process_wall_s=60.0, process_peak_rss_mb=1000.0, note="resumed once")
     again = bench.report_again(result, argparse.Namespace(steps=4), tmp_path)
     assert [s["accuracy"] for s in again["steps"]] == [0.5] and again["steps"][0]["step_s"] == 45.0
     assert again["shared"] == shared  # kept, so a later --add still checks the settings
+    assert again["process_wall_s"] == 60.0 and again["note"] == "resumed once"  # what it recorded stays
