@@ -322,8 +322,15 @@ def plot(results: list[dict], path: Path) -> None:
 
 
 def shared_settings(args) -> dict:
-    """What every method of one comparison shares; results run under other settings do not mix with them."""
-    return {"preset": args.preset, "set": list(args.set), "steps": args.steps}
+    """What every method of one comparison shares; results run under other settings do not mix with them.
+    The number of steps is each run's own (`iterations`): a method may go on past TRL's last step, and the
+    criteria still compare it at TRL's sample counts."""
+    return {"preset": args.preset, "set": list(args.set)}
+
+
+def iterations_of(result: dict, default: int) -> int:
+    """The steps a result ran (results.json of 2026-12-02 recorded them among the shared settings)."""
+    return result.get("iterations", result.get("shared", {}).get("steps", default))
 
 
 def run_all(args, out: Path) -> list[dict]:
@@ -336,7 +343,7 @@ def run_all(args, out: Path) -> list[dict]:
     if not args.no_trl:
         print("running TRL GRPOTrainer", flush=True)
         results.append(run_trl(args, out / "trl_grpo"))
-    return [{**r, "shared": shared_settings(args)} for r in results]
+    return [{**r, "shared": shared_settings(args), "iterations": args.steps} for r in results]
 
 
 def report_again(result: dict, args, out: Path) -> dict:
@@ -345,7 +352,7 @@ def report_again(result: dict, args, out: Path) -> dict:
     if result["method"] == "trl_grpo":
         fresh = json.loads((out / "trl_grpo" / "result.json").read_text())
     else:
-        steps = result.get("shared", {}).get("steps", args.steps)  # as it ran, not this command's --steps
+        steps = iterations_of(result, args.steps)  # as it ran, not this command's --steps
         fresh = raft_result(result["method"], result["overrides"], steps, out / result["method"], {})
     return {**result, **fresh}
 
@@ -353,10 +360,11 @@ def report_again(result: dict, args, out: Path) -> dict:
 def merged(earlier: list[dict], new: list[dict]) -> list[dict]:
     """`earlier` results with `new` ones added, a method run again replacing its earlier result in place."""
     for r in earlier:
-        if new and r.get("shared") != new[0]["shared"]:
+        theirs = {k: v for k, v in r.get("shared", {}).items() if k != "steps"}
+        if new and (not theirs or theirs != new[0]["shared"]):
             raise SystemExit(
-                f"--add: {r['method']} in results.json ran with {r.get('shared')}, these with {new[0]['shared']}; "
-                "use the same --preset, --set and --steps, or another --out"
+                f"--add: {r['method']} in results.json ran with {theirs or 'unrecorded settings'}, these with "
+                f"{new[0]['shared']}; use the same --preset and --set, or another --out"
             )
     by_name = {r["method"]: r for r in new}
     kept = [by_name.pop(r["method"], r) for r in earlier]
@@ -369,7 +377,7 @@ def main() -> None:
         "--preset", default="arithmetic_raft", help="raft experiment preset all methods share ('none': the root config)"
     )
     parser.add_argument("--set", action="append", default=[], help="raft override for every method (repeatable)")
-    parser.add_argument("--steps", type=int, default=4, help="RAFT iterations = GRPO optimizer steps")
+    parser.add_argument("--steps", type=int, default=4, help="RAFT iterations = GRPO optimizer steps (each run's own)")
     parser.add_argument(
         "--method",
         action="append",
@@ -379,7 +387,7 @@ def main() -> None:
     parser.add_argument("--no-trl", action="store_true", help="skip TRL's GRPOTrainer")
     parser.add_argument("--report", action="store_true", help="report the runs already in --out again, run nothing")
     parser.add_argument(
-        "--add", action="store_true", help="add these runs to the results already in --out (same settings: --set)"
+        "--add", action="store_true", help="add these runs to the results already in --out (same --preset and --set)"
     )
     parser.add_argument("--trl-lr", type=float, default=None, help="GRPO learning rate (default: raft's module.lr)")
     parser.add_argument("--trl-micro-batch", type=int, default=8, help="sequences per GRPO forward/backward")
@@ -392,7 +400,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     earlier = json.loads((out / "results.json").read_text()) if (args.report or args.add) else []
     if args.report and earlier and "shared" in earlier[0]:  # report them under the settings they ran with
-        args.preset, args.set, args.steps = (earlier[0]["shared"][k] for k in ("preset", "set", "steps"))
+        args.preset, args.set = (earlier[0]["shared"][k] for k in ("preset", "set"))
     cfg = compose(args.preset, args.set)
     if args.report:  # the finished runs in --out again (e.g. after a change to this report), nothing rerun
         results = [report_again(r, args, out) for r in earlier]

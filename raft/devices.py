@@ -27,3 +27,16 @@ def pick_device(device: str | None = "auto") -> torch.device:
     if device is None or device == "auto":
         return torch.device(f"cuda:{local_rank()}" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def native_bf16(device: str | torch.device | None = "auto") -> bool:
+    """Whether `device` (default: this process's, `pick_device`) does bf16 matrix work in hardware: a CUDA GPU
+    with bf16 (Ampere and newer) or a CPU with AMX or AVX512-BF16. Elsewhere bf16 is emulated and slow: on a
+    2-core AVX2 EPYC a [64 x 576] @ [576 x 1536] matmul took 105 ms in bf16 and 2.2 ms in fp32 (2026-12-02)."""
+    device = device if isinstance(device, torch.device) else pick_device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    probes = (getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
+    return any(probe() for probe in probes if probe is not None)  # private probes: absent ones count as "no"

@@ -45,6 +45,14 @@ def with_keys(node: DictConfig, changes: DictConfig) -> DictConfig:
     return OmegaConf.merge(node, changes)
 
 
+def if_native_bf16(native, otherwise):
+    """`${raft_if_native_bf16:bf16-mixed,32-true}`: the first value where this process's device does bf16 in
+    hardware (raft/devices.py `native_bf16`), else the second: bf16 defaults that do not slow down a laptop."""
+    from raft.devices import native_bf16
+
+    return native if native_bf16() else otherwise
+
+
 def register() -> None:
     if not OmegaConf.has_resolver("raft_dirname"):
         OmegaConf.register_new_resolver("raft_dirname", run_dirname)
@@ -54,6 +62,8 @@ def register() -> None:
         OmegaConf.register_new_resolver("raft_name", run_name)
     if not OmegaConf.has_resolver("raft_with"):
         OmegaConf.register_new_resolver("raft_with", with_keys)
+    if not OmegaConf.has_resolver("raft_if_native_bf16"):
+        OmegaConf.register_new_resolver("raft_if_native_bf16", if_native_bf16)
 
 
 register()

@@ -62,7 +62,7 @@ def test_against_trl_reports_the_issues_ratios(bench):
 
 
 def test_add_merges_only_runs_of_the_same_settings(bench):
-    shared = {"preset": "arithmetic_raft", "set": ["task.batch_size=32"], "steps": 4}
+    shared = {"preset": "arithmetic_raft", "set": ["task.batch_size=32"]}
     earlier = [{"method": "raft", "shared": shared, "v": 1}, {"method": "trl_grpo", "shared": shared, "v": 1}]
     new = [{"method": "raft", "shared": shared, "v": 2}, {"method": "raft_rej", "shared": shared, "v": 2}]
     assert [(r["method"], r["v"]) for r in bench.merged(earlier, new)] == [
@@ -70,9 +70,21 @@ def test_add_merges_only_runs_of_the_same_settings(bench):
         ("trl_grpo", 1),
         ("raft_rej", 2),
     ]
-    other = [{"method": "raft_rej", "shared": {**shared, "steps": 2}}]
-    with pytest.raises(SystemExit, match="use the same --preset, --set and --steps"):
+    other = [{"method": "raft_rej", "shared": {**shared, "set": []}}]
+    with pytest.raises(SystemExit, match="use the same --preset and --set"):
         bench.merged(earlier, other)
+    with pytest.raises(SystemExit, match="unrecorded settings"):
+        bench.merged([{"method": "raft"}], new)
+
+
+def test_a_method_may_run_more_steps_than_the_comparison_it_joins(bench):
+    """Steps are each run's own: a RAFT run of 8 steps joins a 4-step TRL result (recorded, on 2026-12-02, with
+    its steps among the shared settings), and is read back with its own 8."""
+    shared = {"preset": "arithmetic_raft", "set": ["task.batch_size=32"]}
+    earlier = [{"method": "trl_grpo", "shared": {**shared, "steps": 4}}]
+    new = [{"method": "raft_long", "shared": shared, "iterations": 8}]
+    assert [r["method"] for r in bench.merged(earlier, new)] == ["trl_grpo", "raft_long"]
+    assert bench.iterations_of(new[0], 4) == 8 and bench.iterations_of(earlier[0], 1) == 4
 
 
 def test_report_reads_each_run_with_the_steps_it_ran(bench, tmp_path):
@@ -82,8 +94,8 @@ def test_report_reads_each_run_with_the_steps_it_ran(bench, tmp_path):
     (run / "evaluation.json").write_text('{"before": {"accuracy": 0.25}}')
     metrics = {"wall_time_s": 50.0, "seconds_sampling": 20.0, "seconds_training": 25.0, "peak_rss_mb": 900.0}
     (run / "iter_000" / "metrics.json").write_text(json.dumps({**metrics, "eval_accuracy": 0.5}))
-    shared = {"preset": "none", "set": [], "steps": 1}
-    result = {"method": "raft", "overrides": "", "shared": shared}
+    shared = {"preset": "none", "set": []}
+    result = {"method": "raft", "overrides": "", "shared": shared, "iterations": 1}
     result.update(returncode=0, process_wall_s=60.0, process_peak_rss_mb=1000.0, note="resumed once")
     again = bench.report_again(result, argparse.Namespace(steps=4), tmp_path)
     assert [s["accuracy"] for s in again["steps"]] == [0.5] and again["steps"][0]["step_s"] == 45.0

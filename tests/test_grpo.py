@@ -295,7 +295,7 @@ def test_the_method_configs_compose_and_build(tmp_path):
         task = instantiate(cfg.task, _convert_="all")
         assert isinstance(task, GRPOTask) and task.sampler.K == 8  # the run's sampler, K not forced
         assert task.module.func is GRPOModule and task.module.keywords["kl_coef"] == 0.05
-        assert task.trainer.keywords["max_epochs"] == 1 and task.trainer.keywords["precision"] == "bf16-mixed"
+        assert task.trainer.keywords["max_epochs"] == 1 and task.trainer.keywords["precision"] == cfg.trainer.precision
         cfg = compose("config", overrides=[*base, "module=raftpp", "selector=threshold", "selector.threshold=0.5"])
         task = instantiate(cfg.task, _convert_="all")
         assert isinstance(task, RaftTask) and task.module.func is RaftPPModule

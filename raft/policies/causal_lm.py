@@ -27,7 +27,8 @@ class CausalLMPolicy(Policy):
     """Any Hugging Face causal LM (hub id, folder or offline alias), fully fine-tuned or with LoRA.
 
     Checkpoints are full model folders, or LoRA adapter folders applied to `name_or_path`.
-    Sampling runs in `sample_dtype` (bf16 is 2-5x faster on CPUs with AMX and on GPUs); training keeps
+    Sampling runs in `sample_dtype` (bf16 is 2-5x faster on CPUs with AMX and on GPUs, and many times slower
+    where it is emulated: the configs pick it per machine, raft/devices.py `native_bf16`); training keeps
     fp32 master weights (bf16 would round away the small updates) under the trainer's mixed precision.
     """
 
