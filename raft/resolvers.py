@@ -63,7 +63,8 @@ def register() -> None:
     if not OmegaConf.has_resolver("raft_with"):
         OmegaConf.register_new_resolver("raft_with", with_keys)
     if not OmegaConf.has_resolver("raft_if_native_bf16"):
-        OmegaConf.register_new_resolver("raft_if_native_bf16", if_native_bf16)
+        # the hardware does not change within a process: probe it once, not at every access of the key
+        OmegaConf.register_new_resolver("raft_if_native_bf16", if_native_bf16, use_cache=True)
 
 
 register()
