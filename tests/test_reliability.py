@@ -215,3 +215,18 @@ def test_a_second_process_in_the_same_folder_stops_at_once(tmp_path):
         claim(tmp_path, OmegaConf.create({"seed": 0}))
     release.set()
     first.join()
+
+
+@pytest.mark.parametrize("alias", ["tiny-llama", "smollm2-135m-instruct"])
+def test_building_a_model_cache_leaves_the_runs_random_draws_alone(tmp_path, monkeypatch, alias):
+    """The first run on a machine builds the cache (SmolLM2: a random init before the GGUF weights; tiny-llama:
+    `manual_seed` of its own) after the evaluator has seeded torch: its draws must be those of every later run."""
+    from raft.models.loading import resolve_model_path
+
+    monkeypatch.setenv("RAFT_CACHE", str(tmp_path))
+    torch.manual_seed(0)
+    expected = torch.rand(4)
+    torch.manual_seed(0)
+    resolve_model_path(alias)  # builds the folder: nothing in tmp_path yet
+    assert is_complete(tmp_path / alias)
+    assert torch.equal(torch.rand(4), expected)

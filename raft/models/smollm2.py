@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import torch
+
 from raft.atomic import atomic_dir, is_complete
 from raft.locks import file_lock
 from raft.models.cache import cache_root
@@ -33,7 +35,8 @@ def smollm2_folder() -> Path:
         return folder
     with file_lock(folder.with_name(folder.name + ".lock")):  # parallel sweep jobs convert it once
         if not is_complete(folder):
-            _convert(folder)
+            with torch.random.fork_rng(devices=[]):  # the conversion's random init must not shift the run's draws
+                _convert(folder)
     return folder
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from raft.atomic import atomic_dir, is_complete
 from raft.locks import file_lock
 from raft.models.cache import cache_root
@@ -70,6 +72,6 @@ def tiny_folder() -> Path:
     if not is_complete(folder):
         with file_lock(folder.with_name(folder.name + ".lock")):  # parallel jobs build it once
             if not is_complete(folder):
-                with atomic_dir(folder) as tmp:
+                with atomic_dir(folder) as tmp, torch.random.fork_rng(devices=[]):  # its seed is its own
                     build_tiny_causal_lm(tmp)
     return folder
