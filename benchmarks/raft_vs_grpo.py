@@ -343,7 +343,14 @@ def run_all(args, out: Path) -> list[dict]:
     if not args.no_trl:
         print("running TRL GRPOTrainer", flush=True)
         results.append(run_trl(args, out / "trl_grpo"))
-    return [{**r, "shared": shared_settings(args), "iterations": args.steps} for r in results]
+    return [{**with_process_peak(r), "shared": shared_settings(args), "iterations": args.steps} for r in results]
+
+
+def with_process_peak(result: dict) -> dict:
+    """wait4's peak counts only what came after the process's last VmHWM reset (each stage resets it, so that it
+    reports its own peak): the process's peak is the larger of that and its steps' peaks."""
+    peaks = [s["peak_rss_mb"] for s in result["steps"] if s.get("peak_rss_mb") is not None]
+    return {**result, "process_peak_rss_mb": max([result["process_peak_rss_mb"], *peaks])}
 
 
 def report_again(result: dict, args, out: Path) -> dict:

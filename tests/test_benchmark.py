@@ -101,3 +101,10 @@ def test_report_reads_each_run_with_the_steps_it_ran(bench, tmp_path):
     assert [s["accuracy"] for s in again["steps"]] == [0.5] and again["steps"][0]["step_s"] == 45.0
     assert again["shared"] == shared  # kept, so a later --add still checks the settings
     assert again["process_wall_s"] == 60.0 and again["note"] == "resumed once"  # what it recorded stays
+
+
+def test_process_peak_is_never_below_a_steps_peak(bench):
+    """wait4 reported 2236 MiB for a run whose training stage peaked at 2761 MiB: the stages reset VmHWM."""
+    result = {"process_peak_rss_mb": 2236.0, "steps": [{"peak_rss_mb": 2486.0}, {"peak_rss_mb": 2761.0}]}
+    assert bench.with_process_peak(result)["process_peak_rss_mb"] == 2761.0
+    assert bench.with_process_peak({"process_peak_rss_mb": 5760.0, "steps": []})["process_peak_rss_mb"] == 5760.0
