@@ -95,10 +95,17 @@ def raft_result(name: str, method: str, n_steps: int, run_dir: Path, process: di
                 "train_reward": metrics.get("policy_reward"),
                 "step_s": round(metrics["wall_time_s"] - seconds["evaluation"], 1),
                 **seconds,
-                "peak_rss_mb": metrics.get("peak_rss_mb"),
+                "peak_rss_mb": step_peak(metrics),
+                "task_peak_rss_mb": metrics.get("peak_rss_mb"),  # so far, every evaluation included
             }
         )
     return {"method": name, "overrides": method, "start_accuracy": before.get("accuracy"), "steps": steps, **process}
+
+
+def step_peak(metrics: dict) -> float | None:
+    """An iteration's own peak RSS, its evaluation apart, as TRL's step is measured; runs recorded before raft
+    wrote `peak_rss_mb_step` (2026-12-03) have the task's peak so far, starting evaluation included."""
+    return metrics.get("peak_rss_mb_step", metrics.get("peak_rss_mb"))
 
 
 def trl_worker(args) -> None:
@@ -349,7 +356,7 @@ def run_all(args, out: Path) -> list[dict]:
 def with_process_peak(result: dict) -> dict:
     """wait4's peak counts only what came after the process's last VmHWM reset (each stage resets it, so that it
     reports its own peak): the process's peak is the larger of that and its steps' peaks."""
-    peaks = [s["peak_rss_mb"] for s in result["steps"] if s.get("peak_rss_mb") is not None]
+    peaks = [s[k] for s in result["steps"] for k in ("peak_rss_mb", "task_peak_rss_mb") if s.get(k) is not None]
     return {**result, "process_peak_rss_mb": max([result["process_peak_rss_mb"], *peaks])}
 
 

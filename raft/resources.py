@@ -43,19 +43,22 @@ def peak_memory() -> dict[str, float]:
 @contextmanager
 def stage_cost(costs: dict[str, float], name: str):
     """costs["seconds_<name>"] and costs["peak_rss_mb_<name>"]: the block's wall time and its own peak RSS (MiB),
-    e.g. an iteration's sampling or training. The task's peak (`peak_memory`) still counts what came before.
-    A stage read back from its file costs about 0 s, and its peak is then the process's resident size."""
+    e.g. an iteration's sampling or training, or the whole step around them (stages nest). The task's peak
+    (`peak_memory`) still counts what came before. A stage read back from its file costs about 0 s, and its peak
+    is then the process's resident size."""
     global _carried_rss_mb
-    _carried_rss_mb = max(_carried_rss_mb, _vm_hwm_mb())
+    before = max(_carried_rss_mb, _vm_hwm_mb())
+    _carried_rss_mb = 0.0  # from here on: this block's peak, and the peaks of the stages inside it
     _clear_vm_hwm()
     started = time.time()
     try:
         yield
     finally:
+        own = max(_carried_rss_mb, _vm_hwm_mb())
         seconds, peak = f"seconds_{name}", f"peak_rss_mb_{name}"
         costs[seconds] = round(costs.get(seconds, 0.0) + time.time() - started, 2)
-        costs[peak] = max(costs.get(peak, 0.0), _vm_hwm_mb())
-        _carried_rss_mb = max(_carried_rss_mb, costs[peak])
+        costs[peak] = max(costs.get(peak, 0.0), own)
+        _carried_rss_mb = max(before, own)
 
 
 def _vm_hwm_mb() -> float:

@@ -23,7 +23,13 @@ import torch
 from raft.atomic import atomic_write_text, check_checkpoint, is_complete
 from raft.distributed import is_rank_zero, wait_for, world_size
 from raft.policies.base import Policy
-from raft.resources import bound_heap_growth, check_heap_mmap_threshold, peak_memory, reset_peak_memory
+from raft.resources import (
+    bound_heap_growth,
+    check_heap_mmap_threshold,
+    peak_memory,
+    reset_peak_memory,
+    stage_cost,
+)
 from raft.samples import Sample
 from raft.tasks.summary import plot_run, print_before_after
 from raft.threads import check_torch_threads, use_torch_threads
@@ -134,8 +140,10 @@ class Runner:
             self.follow(t)
             return json.loads(wait_for(done).read_text())
         self.check_previous(t, prompts, eval_prompts, eval_references, tracker)
-        started = time.time()
-        metrics, trained_on = self.step(t, prompt_batch(prompts, t, self.batch_size, self.seed))
+        started, cost = time.time(), {}
+        with stage_cost(cost, "step"):  # the iteration's own peak, apart from its evaluation's
+            metrics, trained_on = self.step(t, prompt_batch(prompts, t, self.batch_size, self.seed))
+        metrics.update(cost)
         if self.evaluator is not None and eval_prompts and self.evaluator.due(t):
             result = self.evaluate(self.checkpoint_dir(t), eval_prompts, eval_references, f"iter_{t:03d}/eval")
             metrics.update({f"eval_{k}": v for k, v in result.items()})

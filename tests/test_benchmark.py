@@ -103,6 +103,22 @@ def test_report_reads_each_run_with_the_steps_it_ran(bench, tmp_path):
     assert again["process_wall_s"] == 60.0 and again["note"] == "resumed once"  # what it recorded stays
 
 
+def test_a_raft_steps_peak_is_its_own_as_trls_is(bench, tmp_path):
+    """TRL's step peak leaves its evaluation out; raft's was the task's peak so far, its starting evaluation in it
+    (2139 MiB for a run whose stages peaked at 1993). The task's peak still bounds the process's."""
+    run = tmp_path / "raft"
+    (run / "iter_000").mkdir(parents=True)
+    (run / "evaluation.json").write_text('{"before": {"accuracy": 0.25}}')
+    metrics = {"wall_time_s": 50.0, "peak_rss_mb": 2139.0, "peak_rss_mb_step": 1993.0, "eval_accuracy": 0.5}
+    (run / "iter_000" / "metrics.json").write_text(json.dumps(metrics))
+    result = bench.raft_result("raft", "", 1, run, {"process_peak_rss_mb": 1100.0})
+    assert result["steps"][0]["peak_rss_mb"] == 1993.0
+    assert bench.with_process_peak(result)["process_peak_rss_mb"] == 2139.0
+    del metrics["peak_rss_mb_step"]  # a run recorded before raft wrote it: the task's peak, as then
+    (run / "iter_000" / "metrics.json").write_text(json.dumps(metrics))
+    assert bench.raft_result("raft", "", 1, run, {})["steps"][0]["peak_rss_mb"] == 2139.0
+
+
 def test_process_peak_is_never_below_a_steps_peak(bench):
     """wait4 reported 2236 MiB for a run whose training stage peaked at 2761 MiB: the stages reset VmHWM."""
     result = {"process_peak_rss_mb": 2236.0, "steps": [{"peak_rss_mb": 2486.0}, {"peak_rss_mb": 2761.0}]}

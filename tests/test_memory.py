@@ -7,8 +7,9 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
-from raft.resources import _libc, bound_heap_growth
+from raft.resources import _libc, bound_heap_growth, peak_memory, stage_cost
 
 # A training stage in small: after one large block is freed, tensors of a few MiB come and go between small ones
 # that stay alive. Prints how many MiB the process still holds once the large ones are gone.
@@ -45,3 +46,26 @@ def test_the_threshold_must_be_positive():
     with pytest.raises(ValueError, match="task.heap_mmap_threshold_mb must be > 0 or null, got 0"):
         bound_heap_growth(0)
     bound_heap_growth(None)  # glibc's own behaviour: nothing to set
+
+
+def rss_mib() -> float:
+    return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="Linux's resettable high-water mark")
+def test_a_stage_counts_the_peaks_of_the_stages_inside_it_and_between_them():
+    """An iteration's peak (`stage_cost(..., "step")` around its sampling, training...) read only what came after
+    the last inner stage reset the high-water mark: 400 MiB held between two stages went unseen."""
+    costs: dict[str, float] = {}
+    with stage_cost(costs, "step"):
+        with stage_cost(costs, "first"):
+            pass
+        between = torch.ones(100 << 20)  # 400 MiB, touched, then handed back (its own mapping)
+        high = rss_mib()
+        del between
+        with stage_cost(costs, "second"):
+            pass
+    assert rss_mib() < high - 300  # it is gone again: only a high-water mark still knows of it
+    assert costs["peak_rss_mb_step"] >= high - 1
+    assert costs["peak_rss_mb_second"] < high - 300  # the inner stages report their own
+    assert peak_memory()["peak_rss_mb"] >= high - 1  # and the task's peak keeps it too
