@@ -61,7 +61,7 @@ def test_every_stage_writes_its_file_and_metrics(tmp_path):
         assert {"selected_distinct_2", "selected_length", "kl"} <= metrics.keys()
         stages = [metrics[f"peak_rss_mb_{name}"] for name in ("sampling", "scoring", "training", "kl")]
         assert max(stages) <= metrics["peak_rss_mb_step"] <= metrics["peak_rss_mb"]  # the step's own, in the task's
-        assert metrics["seconds_step"] <= metrics["wall_time_s"]
+        assert metrics["seconds_step"] <= metrics["wall_time_s"] + 0.05  # wall time is rounded to 0.1 s
     assert not (tmp_path / "iter_000" / "checkpoint").exists()  # pruned: only the newest is kept
     assert (tmp_path / "iter_001" / "checkpoint" / "config.json").exists()
     # the KL of the policy each stage produced, on fresh samples of it: b prompts, one response each
