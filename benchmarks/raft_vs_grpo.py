@@ -104,7 +104,7 @@ def raft_result(name: str, method: str, n_steps: int, run_dir: Path, process: di
 
 def step_peak(metrics: dict) -> float | None:
     """An iteration's own peak RSS, its evaluation apart, as TRL's step is measured; runs recorded before raft
-    wrote `peak_rss_mb_step` (2026-12-03) have the task's peak so far, starting evaluation included."""
+    wrote `peak_rss_mb_step` (commit fb18974, 2026-12-02) have the task's peak so far, starting evaluation included."""
     return metrics.get("peak_rss_mb_step", metrics.get("peak_rss_mb"))
 
 
