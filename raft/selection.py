@@ -1,17 +1,29 @@
 """Data ranking (paper step 2): keep the best samples by reward, optionally KL-penalised (eq. 5).
 
 Also the selections of Xiong et al. 2025 ("A Minimalist Approach to LLM Reasoning"): every sample at or
-above a reward threshold (`ThresholdSelection`), and Reinforce-Rej's rule, `drop_uniform_groups`: a prompt
-whose K rewards are all equal (all solved, all failed) carries no signal about which response is better.
+above a reward threshold (`ThresholdSelection`); every sample (`KeepAll`: GRPO and Reinforce-Rej train on
+negatives too); and, on any of them, `mixed_prompts_only`: Reinforce-Rej's prompt filter, which drops a prompt
+whose K rewards are all equal (all solved, all failed): it carries no signal about which response is better.
+The filter alone does not make a method Reinforce-Rej: that is `task=reinforce_rej` (this filter with
+`KeepAll` and `module=reinforce_rej`, a clipped policy gradient with negatives).
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from typing import Sequence
+from typing import Protocol, Sequence
 
 from raft.samples import Sample
+
+
+class Selector(Protocol):
+    """What the loop reads of a selector: the samples it keeps, and what it needs before it can choose."""
+
+    needs_log_probs: bool  # the ranking is KL-penalised: every sample needs log p under the current and initial policy
+    mixed_prompts_only: bool  # first drop the prompts whose K rewards are all equal (Reinforce-Rej's filter)
+
+    def __call__(self, samples: Sequence[Sample]) -> list[Sample]: ...
 
 
 def _check(beta: float, acceptance_ratio: float | None) -> None:
@@ -40,7 +52,7 @@ def groups_by_prompt(samples: Sequence[Sample]) -> dict[int, list[Sample]]:
     return groups
 
 
-def drop_uniform_groups(samples: Sequence[Sample]) -> tuple[list[Sample], int]:
+def mixed_prompts(samples: Sequence[Sample]) -> tuple[list[Sample], int]:
     """(the samples of prompts whose rewards differ, how many prompts were dropped): Reinforce-Rej's filter."""
     kept, dropped = [], 0
     for group in groups_by_prompt(samples).values():
@@ -54,9 +66,9 @@ def drop_uniform_groups(samples: Sequence[Sample]) -> tuple[list[Sample], int]:
 class LocalRanking:
     """Best of K per prompt, grouped by prompt index (equal prompt texts stay separate)."""
 
-    def __init__(self, beta: float = 0.0, drop_uniform_groups: bool = False):
+    def __init__(self, beta: float = 0.0, mixed_prompts_only: bool = False):
         _check(beta, None)
-        self.beta, self.drop_uniform_groups = beta, drop_uniform_groups
+        self.beta, self.mixed_prompts_only = beta, mixed_prompts_only
 
     @property
     def needs_log_probs(self) -> bool:
@@ -73,13 +85,25 @@ class ThresholdSelection:
 
     needs_log_probs = False
 
-    def __init__(self, threshold: float = 1.0, drop_uniform_groups: bool = False):
+    def __init__(self, threshold: float = 1.0, mixed_prompts_only: bool = False):
         if not math.isfinite(threshold):
             raise ValueError(f"selector.threshold must be a finite number, got {threshold}")
-        self.threshold, self.drop_uniform_groups = threshold, drop_uniform_groups
+        self.threshold, self.mixed_prompts_only = threshold, mixed_prompts_only
 
     def __call__(self, samples: Sequence[Sample]) -> list[Sample]:
         return [s for s in samples if ranking_score(s, 0.0) >= self.threshold]
+
+
+class KeepAll:
+    """Every sample (GRPO, Reinforce-Rej: the module weighs each by its advantage, negatives included)."""
+
+    needs_log_probs = False
+
+    def __init__(self, mixed_prompts_only: bool = False):
+        self.mixed_prompts_only = mixed_prompts_only
+
+    def __call__(self, samples: Sequence[Sample]) -> list[Sample]:
+        return list(samples)
 
 
 class GlobalRanking:
@@ -89,6 +113,7 @@ class GlobalRanking:
         _check(beta, acceptance_ratio)
         self.beta = beta
         self.acceptance_ratio = acceptance_ratio
+        self.mixed_prompts_only = False  # ranks across prompts: a prompt's own K play no part
 
     @property
     def needs_log_probs(self) -> bool:

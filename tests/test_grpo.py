@@ -9,7 +9,8 @@ import pytest
 import torch
 from conftest import quiet_trainer
 
-from raft.modules.grpo import GRPOModule, k3
+from raft.modules.clipped_ratio import k3
+from raft.modules.grpo import GRPOModule
 from raft.modules.raftpp import RaftPPModule
 from raft.modules.sft import SFTModule, pad_batch, training_rows
 from raft.policies.causal_lm import CausalLMPolicy
@@ -176,7 +177,8 @@ def _grpo_task(run_dir, iterations, **overrides):
     from raft.evaluation import Evaluator
     from raft.rewards.pattern import PatternCount
     from raft.sampling import Sampler
-    from raft.tasks.grpo import GRPOTask
+    from raft.selection import KeepAll
+    from raft.tasks.raft import RaftTask
 
     reward = PatternCount(pattern="e")
     args = dict(
@@ -184,6 +186,7 @@ def _grpo_task(run_dir, iterations, **overrides):
         policy=CausalLMPolicy("tiny-llama", sample_dtype="float32", device="cpu", max_length=96),
         reward=reward,
         sampler=Sampler(K=3, temperature=1.0, max_new_tokens=6, batch_size=12),
+        selector=KeepAll(),
         module=functools.partial(GRPOModule, lr=1e-3, batch_size=4, ppo_epochs=2, kl_coef=0.1),
         trainer=quiet_trainer(max_epochs=1),
         data=EverydayPrompts(n_test=2, limit=8),
@@ -192,7 +195,7 @@ def _grpo_task(run_dir, iterations, **overrides):
         batch_size=4,
         seed=0,
     )
-    return GRPOTask(**{**args, **overrides})
+    return RaftTask(**{**args, **overrides})
 
 
 def test_grpo_task_writes_a_raft_shaped_run_and_resumes_after_a_kill(tmp_path):
@@ -228,11 +231,12 @@ def test_grpo_task_writes_a_raft_shaped_run_and_resumes_after_a_kill(tmp_path):
     assert set(json.loads((tmp_path / "evaluation.json").read_text())) == {"before", "after"}
 
 
-def test_grpo_task_refuses_other_modules_and_single_samples(tmp_path):
+def test_grpo_refuses_a_selector_that_drops_samples_and_single_samples(tmp_path):
     from raft.sampling import Sampler
+    from raft.selection import LocalRanking
 
-    with pytest.raises(ValueError, match="task=grpo needs module=grpo"):
-        _grpo_task(tmp_path, 1, module=functools.partial(SFTModule, lr=1e-3))
+    with pytest.raises(ValueError, match="weighs every sample by its advantage .* use selector=all"):
+        _grpo_task(tmp_path, 1, selector=LocalRanking())
     with pytest.raises(ValueError, match="sampler.K must be >= 2"):
         _grpo_task(tmp_path, 1, sampler=Sampler(K=1, max_new_tokens=6))
 
@@ -246,7 +250,7 @@ def test_raftpp_with_threshold_and_reinforce_rej_in_task_raft(tmp_path):
     loop = make_loop(
         tmp_path,
         iterations=1,
-        selector=ThresholdSelection(threshold=1.0, drop_uniform_groups=True),
+        selector=ThresholdSelection(threshold=1.0, mixed_prompts_only=True),
         module=functools.partial(RaftPPModule, lr=1e-3, batch_size=4),
     )
     history = loop.run_iterations(LOOP_PROMPTS)
@@ -285,22 +289,31 @@ def test_the_method_configs_compose_and_build(tmp_path):
 
     import raft.resolvers  # noqa: F401
     from raft.main import CONFIG_DIR
-    from raft.selection import LocalRanking, ThresholdSelection
-    from raft.tasks.grpo import GRPOTask
+    from raft.modules.reinforce_rej import ReinforceRejModule
+    from raft.selection import KeepAll, LocalRanking, ThresholdSelection
     from raft.tasks.raft import RaftTask
 
     base = ["model=tiny", f"task.output_dir={tmp_path}"]
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
         cfg = compose("config", overrides=[*base, "task=grpo", "sampler.K=8", "module.kl_coef=0.05"])
         task = instantiate(cfg.task, _convert_="all")
-        assert isinstance(task, GRPOTask) and task.sampler.K == 8  # the run's sampler, K not forced
+        assert isinstance(task, RaftTask) and isinstance(task.selector, KeepAll) and task.sampler.K == 8
         assert task.module.func is GRPOModule and task.module.keywords["kl_coef"] == 0.05
+        assert task.module.keywords["temperature"] == cfg.sampler.temperature  # pi_old at the sampling lambda
+        assert task.module.keywords["optimizer_state"] == "run" and task.module.keywords["loss_type"] == "dapo"
         assert task.trainer.keywords["max_epochs"] == 1 and task.trainer.keywords["precision"] == cfg.trainer.precision
         cfg = compose("config", overrides=[*base, "module=raftpp", "selector=threshold", "selector.threshold=0.5"])
         task = instantiate(cfg.task, _convert_="all")
         assert isinstance(task, RaftTask) and task.module.func is RaftPPModule
         assert task.module.keywords["clip_range"] == 0.2 and task.module.keywords["lr"] == cfg.module.lr == 2e-5
+        assert task.module.keywords["kl_coef"] == 0.001 and task.module.keywords["optimizer_state"] == "run"
         assert isinstance(task.selector, ThresholdSelection) and task.selector.threshold == 0.5
-        cfg = compose("config", overrides=[*base, "selector.drop_uniform_groups=true"])
+        cfg = compose("config", overrides=[*base, "selector.mixed_prompts_only=true"])
         selector = instantiate(cfg.task, _convert_="all").selector
-        assert isinstance(selector, LocalRanking) and selector.drop_uniform_groups
+        assert isinstance(selector, LocalRanking) and selector.mixed_prompts_only
+        cfg = compose("config", overrides=[*base, "task=reinforce_rej"])
+        task = instantiate(cfg.task, _convert_="all")
+        assert isinstance(task.selector, KeepAll) and task.selector.mixed_prompts_only
+        assert task.module.func is ReinforceRejModule and task.trainer.keywords["max_epochs"] == 1
+        with pytest.raises(Exception, match="use selector=all"):  # RAFT's best-of-K would drop the negatives
+            instantiate(compose("config", overrides=[*base, "module=reinforce_rej"]).task, _convert_="all")

@@ -1,7 +1,7 @@
 import pytest
 
 from raft.samples import Sample
-from raft.selection import GlobalRanking, LocalRanking, ThresholdSelection, drop_uniform_groups, ranking_score
+from raft.selection import GlobalRanking, LocalRanking, ThresholdSelection, mixed_prompts, ranking_score
 
 
 def s(prompt_idx, sample_idx, reward, logp=None, ref_logp=None, prompt="same prompt"):
@@ -53,10 +53,10 @@ def test_threshold_keeps_every_sample_at_or_above_it_however_many_a_prompt_has()
 
 def test_reinforce_rej_drops_prompts_whose_rewards_are_all_equal():
     samples = [s(0, 0, 1.0), s(0, 1, 1.0), s(1, 0, 0.0), s(1, 1, 1.0), s(2, 0, 0.0), s(2, 1, 0.0), s(3, 0, 0.5)]
-    kept, dropped = drop_uniform_groups(samples)
+    kept, dropped = mixed_prompts(samples)
     assert [(x.prompt_idx, x.sample_idx) for x in kept] == [(1, 0), (1, 1)]
     assert dropped == 3  # all solved, all failed, and a prompt with one response: nothing to compare
-    assert LocalRanking(drop_uniform_groups=True).drop_uniform_groups and not LocalRanking().drop_uniform_groups
+    assert LocalRanking(mixed_prompts_only=True).mixed_prompts_only and not LocalRanking().mixed_prompts_only
 
 
 @pytest.mark.parametrize(

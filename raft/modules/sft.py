@@ -8,12 +8,14 @@ dialogues, ~600 tokens) and a 49k vocabulary, full-sequence fp32 logits were mos
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
+from raft.modules import optimizer_state
 from raft.modules.fitting import check_optimiser, finite
 from raft.modules.sharded_clipping import ShardedClipping
 
@@ -93,12 +95,17 @@ class SFTModule(ShardedClipping, pl.LightningModule):
         batch_size: int = 8,
         warmup_ratio: float = 0.0,
         scheduler: str = "linear",
+        optimizer_state: str = "stage",
+        optimizer_state_from: str | None = None,  # bound by the task: the previous stage's checkpoint folder
+        optimizer_state_to: str | None = None,  # ... and this stage's, when optimizer_state is "run"
     ):
         super().__init__()
         self.check_arguments(locals())
         self.model, self.rows, self.pad_id = model, rows, pad_id
         self.lr, self.weight_decay, self.batch_size = lr, weight_decay, batch_size
         self.warmup_ratio, self.scheduler = warmup_ratio, scheduler
+        self.optimizer_state, self.optimizer_state_from = optimizer_state, optimizer_state_from
+        self.optimizer_state_to = optimizer_state_to
 
     @staticmethod
     def check_arguments(a: Mapping[str, Any]) -> None:
@@ -110,6 +117,15 @@ class SFTModule(ShardedClipping, pl.LightningModule):
             raise ValueError(f"module.warmup_ratio must be in [0, 1), got {a['warmup_ratio']}")
         if a["scheduler"] not in ("linear", "constant"):
             raise ValueError(f"module.scheduler must be 'linear' or 'constant', got '{a['scheduler']}'")
+        optimizer_state.check_scope(a["optimizer_state"], a["scheduler"])
+
+    def on_fit_start(self) -> None:
+        if self.optimizer_state == "run":  # the optimiser exists now; its first step continues the last stage's
+            optimizer_state.load(self.trainer, self.optimizer_state_from)
+
+    def on_train_end(self) -> None:
+        if self.optimizer_state == "run" and self.optimizer_state_to is not None:
+            optimizer_state.save(self.trainer, Path(self.optimizer_state_to))
 
     def train_dataloader(self):
         return DataLoader(
@@ -125,7 +141,7 @@ class SFTModule(ShardedClipping, pl.LightningModule):
         params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
         total = max(1, self.trainer.estimated_stepping_batches)
-        warmup = int(self.warmup_ratio * total)
+        warmup = int(self.warmup_ratio * total)  # optimizer_state=run: the step counts over the run, warmup once
 
         def factor(step: int) -> float:
             if step < warmup:

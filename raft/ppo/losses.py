@@ -33,6 +33,17 @@ def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     return -(logp.exp() * logp).sum(-1)
 
 
+def clipped_surrogate(
+    logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor, clip_range: float = 0.2
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per token: (max(-A r, -A clip(r, 1-eps, 1+eps)), whether the clipped term was used, r), r = p_new / p_old."""
+    log_ratio = (logprobs - old_logprobs).clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO)
+    ratio = torch.exp(log_ratio)
+    unclipped = -advantages * ratio
+    clipped = -advantages * ratio.clamp(1.0 - clip_range, 1.0 + clip_range)
+    return torch.maximum(unclipped, clipped), clipped > unclipped, ratio
+
+
 def policy_loss(
     logprobs: torch.Tensor,
     old_logprobs: torch.Tensor,
@@ -41,15 +52,12 @@ def policy_loss(
     clip_range: float = 0.2,
     logits: torch.Tensor | None = None,
 ) -> PolicyLoss:
-    """max(-A r, -A clip(r, 1-eps, 1+eps)) averaged over valid tokens, r = p_new / p_old per token."""
-    log_ratio = (logprobs - old_logprobs).clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO)
-    ratio = torch.exp(log_ratio)
-    unclipped = -advantages * ratio
-    clipped = -advantages * ratio.clamp(1.0 - clip_range, 1.0 + clip_range)
-    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
+    """The clipped surrogate averaged over valid tokens (PPO's token mean)."""
+    per_token, was_clipped, ratio = clipped_surrogate(logprobs, old_logprobs, advantages, clip_range)
+    loss = masked_mean(per_token, mask)
     with torch.no_grad():
-        clip_fraction = masked_mean((clipped > unclipped).float(), mask)
-        approx_kl = masked_mean((ratio - 1.0) - log_ratio, mask)
+        clip_fraction = masked_mean(was_clipped.float(), mask)
+        approx_kl = masked_mean((ratio - 1.0) - torch.log(ratio), mask)
         entropy = masked_mean(entropy_from_logits(logits), mask) if logits is not None else None
     return PolicyLoss(loss, clip_fraction, approx_kl, entropy)
 

@@ -9,8 +9,10 @@ engine (vLLM sampling, a distributed trainer) without touching this file.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import random
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -24,9 +26,9 @@ from raft.resources import release_memory, stage_cost
 from raft.rewards.base import Reward
 from raft.runner import Runner, prompt_batch, seed_stage
 from raft.samples import Sample, read_samples, write_samples
-from raft.selection import ThresholdSelection, drop_uniform_groups
+from raft.selection import KeepAll, Selector, ThresholdSelection, mixed_prompts
 from raft.sharding import merge_parts, read_part, remove_parts, seed_share, share, write_part
-from raft.validation import check_partial
+from raft.validation import arguments, check_partial
 
 log = logging.getLogger("raft")
 
@@ -37,13 +39,15 @@ class RaftTask(Runner):
         policy: Policy,
         reward: Reward,
         sampler: Any,
-        selector: Callable,
+        selector: Selector,
         module: Callable,
         trainer: Callable,
         filters: Sequence[Callable] = (),
         monitor: Any = None,
         teacher: Policy | None = None,
         track_kl: bool = True,
+        dynamic_sampling: bool = False,
+        dynamic_sampling_max_batches: int = 4,
         **run: Any,  # the runner's: output_dir, data, evaluator, logger, iterations, batch_size, seed, ...
     ):
         check_partial(module, "module")
@@ -51,6 +55,23 @@ class RaftTask(Runner):
         super().__init__(policy=policy, **run)
         self.reward, self.sampler, self.selector, self.module, self.trainer = reward, sampler, selector, module, trainer
         self.filters, self.monitor, self.teacher, self.track_kl = list(filters), monitor, teacher, track_kl
+        self.dynamic_sampling, self.dynamic_sampling_max_batches = dynamic_sampling, dynamic_sampling_max_batches
+        self.check_method()
+
+    def check_method(self) -> None:
+        """Parts that cannot work together stop here, before any model loads."""
+        builds = getattr(self.module, "func", self.module)
+        if getattr(builds, "trains_on_every_sample", False) and not isinstance(self.selector, KeepAll):
+            raise ValueError(
+                f"module {getattr(builds, '__name__', builds)} weighs every sample by its advantage (negatives too), "
+                f"but selector {type(self.selector).__name__} keeps only some: use selector=all "
+                "(task=grpo and task=reinforce_rej pick it)"
+            )
+        compares = self.selector.mixed_prompts_only or self.dynamic_sampling or getattr(builds, "group_relative", False)
+        if compares and self.sampler.K < 2:
+            raise ValueError(f"sampler.K must be >= 2 to compare a prompt's responses, got {self.sampler.K}")
+        if self.dynamic_sampling_max_batches < 1:
+            raise ValueError(f"task.dynamic_sampling_max_batches must be >= 1, got {self.dynamic_sampling_max_batches}")
 
     # -- one iteration -------------------------------------------------------------------------
     def step(self, t: int, batch: list[tuple[int, str]]) -> tuple[dict, list[Sample]]:
@@ -70,24 +91,48 @@ class RaftTask(Runner):
         # 2. score them (and add log-probabilities where the ranking is KL-penalised)
         with stage_cost(costs, "scoring"):
             scored = self.stage(stage / "scored.jsonl", lambda: self.score(samples, stage, checkpoint))
+        # 2b. DAPO's dynamic sampling: more prompts until b of them have responses of differing rewards
+        pool = scored
+        if self.dynamic_sampling:
+            with stage_cost(costs, "dynamic_sampling"):
+                pool = self.stage(stage / "dynamic.jsonl", lambda: self.fill_mixed(t, batch, scored, checkpoint))
         # 3. select the best (local / global / KL-penalised / threshold), then drop reward-hacking samples
-        selected = self.stage(stage / "selected.jsonl", lambda: self.select(scored, stage))
+        selected = self.stage(stage / "selected.jsonl", lambda: self.select(pool, stage))
         # 4. fine-tune the current policy on the selected set (again if its folder fails its manifest check)
         if not is_complete(self.checkpoint_dir(t)):
             seed_stage(self.seed, t)  # a resumed run shuffles and drops out as the uninterrupted one did
             with stage_cost(costs, "training"), atomic_dir(self.checkpoint_dir(t)) as tmp:
                 if selected:
                     trainer = self.tracked(self.trainer, t)
-                    self.policy.finetune(checkpoint, self.training_set(selected), tmp, self.module, trainer)
+                    module = self.module_for(t, tmp)
+                    self.policy.finetune(checkpoint, self.training_set(selected), tmp, module, trainer)
                 else:  # the selector kept nothing (no sample reached the threshold): the policy stays as it was
                     self.policy.save_unchanged(checkpoint, tmp)
             release_memory()
         # 5. how far the policy this stage produced has moved from the initial one
         with stage_cost(costs, "kl"):
             kl = self.stage(stage / "kl_samples.jsonl", lambda: self.kl_samples(t, batch)) if self.tracks_kl else []
-        metrics = self.metrics(t, scored, selected, kl, stage)
+        metrics = self.metrics(t, scored, pool, selected, kl, stage)
         metrics.update(costs)
         return metrics, selected
+
+    def module_for(self, t: int, out_dir: Path) -> Callable:
+        """Stage t's module partial, with what the task knows bound in: the initial policy (a clipped-ratio
+        module's KL reference, loaded only if it asks) and where its optimiser state comes from and goes."""
+        module = self.module
+        if not isinstance(module, functools.partial):
+            return module
+        if getattr(module.func, "takes_reference", False):
+            module = functools.partial(module, reference=self.load_reference)
+        if arguments(module, "module").get("optimizer_state") == "run":
+            previous = self.checkpoint_dir(t - 1) if t > 0 else None
+            module = functools.partial(module, optimizer_state_from=previous, optimizer_state_to=out_dir)
+        return module
+
+    def load_reference(self):
+        """The initial policy (the model, or init_checkpoint) in float32: the KL reference of a clipped-ratio fit."""
+        model, _ = self.policy.load(self.init_checkpoint, "float32")
+        return model
 
     def follow(self, t: int) -> None:
         """Every rank but 0 (torchrun, SLURM tasks): sample and score its share of the stage, wait for rank 0's
@@ -103,7 +148,11 @@ class RaftTask(Runner):
             train_along(
                 self.run_dir,
                 lambda scratch: self.policy.finetune(
-                    self.checkpoint(t - 1), self.training_set(selected), scratch, self.module, self.trainer
+                    self.checkpoint(t - 1),
+                    self.training_set(selected),
+                    scratch,
+                    self.module_for(t, scratch),
+                    self.trainer,
                 ),
             )
             release_memory()
@@ -153,25 +202,70 @@ class RaftTask(Runner):
         self.reward.close()  # never hold the reward model while the policy trains
         for s, r in zip(samples, rewards):
             s.reward = r
-        if getattr(self.selector, "needs_log_probs", False):  # KL-penalised ranking (eq. 5): every sample
-            add_log_probs(self.policy, samples, checkpoint, self.init_checkpoint)
+        if self.selector.needs_log_probs:  # KL-penalised ranking (eq. 5): every sample, under the student
+            as_trained = self.training_set(samples)  # a teacher's text in the student's own format and tokens
+            add_log_probs(self.policy, as_trained, checkpoint, self.init_checkpoint)
+            for s, own in zip(samples, as_trained):
+                s.logp, s.ref_logp = own.logp, own.ref_logp
         return samples
 
-    def select(self, scored: list[Sample], stage: Path) -> list[Sample]:
+    def fill_mixed(self, t: int, batch: list[tuple[int, str]], scored: list[Sample], checkpoint) -> list[Sample]:
+        """DAPO's dynamic sampling (Yu et al. 2025): the stage's prompts whose K rewards differ, topped up with
+        batches of unused prompts until there are b of them or `dynamic_sampling_max_batches` more were drawn.
+        Each extra batch is a stage file of its own, so a killed run resumes it; the counts go to dynamic.json."""
+        stage, pool = self.stage_dir(t), mixed_prompts(scored)[0]
+        used = {i for i, _ in batch}
+        train = self.data.prompts("train")
+        extra = 0
+        while len({s.prompt_idx for s in pool}) < len(batch) and extra < self.dynamic_sampling_max_batches:
+            extra += 1
+            unused = [i for i in range(len(train)) if i not in used]
+            if not unused:
+                break
+            random.Random(f"{self.seed}-{t}-{extra}").shuffle(unused)
+            more = [(i, train[i]) for i in unused[: len(batch)]]
+            used.update(i for i, _ in more)
+            source, source_ckpt = self.sample_source(checkpoint)
+
+            def draw(more=more, source=source, source_ckpt=source_ckpt, extra=extra):
+                seed_stage(self.seed * 1_000 + extra, t)
+                return self.score(source.sample(source_ckpt, more, self.sampler, stage), stage, checkpoint)
+
+            pool += mixed_prompts(self.stage(stage / f"dynamic_{extra:02d}.jsonl", draw))[0]
+        keep = list(dict.fromkeys(s.prompt_idx for s in pool))[: len(batch)]
+        pool = [s for s in pool if s.prompt_idx in set(keep)]
+        counts = {"batches": extra, "extra_samples": extra * len(batch) * self.sampler.K, "mixed_prompts": len(keep)}
+        atomic_write_text(stage / "dynamic.json", json.dumps(counts))
+        if len(keep) < len(batch):
+            log.warning(
+                "%s: dynamic sampling found %d of %d prompts with differing rewards after %d more batches "
+                "(task.dynamic_sampling_max_batches)",
+                stage.name,
+                len(keep),
+                len(batch),
+                extra,
+            )
+        return pool
+
+    def rank(self, scored: list[Sample]) -> tuple[list[Sample], dict[str, int]]:
+        """The selector's choice before the post-filters, and what was removed before it chose."""
         removed: dict[str, int] = {}
-        if getattr(self.selector, "drop_uniform_groups", False):  # Reinforce-Rej: prompts, on all K rewards
-            scored, removed["uniform_groups"] = drop_uniform_groups(scored)
-        if getattr(self.sampler, "truncated", "train") == "drop":  # rank only what the model finished
+        if self.selector.mixed_prompts_only:  # Reinforce-Rej's filter: prompts, on all K rewards
+            scored, removed["uniform_groups"] = mixed_prompts(scored)
+        if self.sampler.truncated == "drop":  # rank only what the model finished
             finished = [s for s in scored if not s.truncated]
             removed["truncated"] = len(scored) - len(finished)
             scored = finished
-        selected = self.selector(scored)
+        return self.selector(scored), removed
+
+    def select(self, scored: list[Sample], stage: Path) -> list[Sample]:
+        selected, removed = self.rank(scored)
         kept, filtered = apply_filters(self.filters, selected, stage)
         removed.update(filtered)
         if not kept and (selected or not self.selector_may_keep_nothing):
             # fine-tuning on nothing would save the same policy as a finished stage
             raise ValueError(
-                f"{stage.name}: nothing left to fine-tune on ({len(scored) + removed.get('truncated', 0)} samples, "
+                f"{stage.name}: nothing left to fine-tune on ({len(scored)} samples, "
                 f"{len(selected)} selected, removed: {removed or 'none'}); loosen sampler.truncated or filters"
             )
         if not kept:
@@ -183,7 +277,7 @@ class RaftTask(Runner):
                 "removed before or after selection: %s (%d selected of %d samples)",
                 removed,
                 len(kept),
-                len(scored) + removed.get("truncated", 0),
+                len(scored),
             )
         atomic_write_text(stage / "filtered.json", json.dumps(removed))
         return kept
@@ -191,7 +285,9 @@ class RaftTask(Runner):
     @property
     def selector_may_keep_nothing(self) -> bool:
         """A threshold, or Reinforce-Rej's dropped prompts, can leave no sample in a stage: not an error."""
-        return isinstance(self.selector, ThresholdSelection) or getattr(self.selector, "drop_uniform_groups", False)
+        return (
+            isinstance(self.selector, ThresholdSelection) or self.selector.mixed_prompts_only or self.dynamic_sampling
+        )
 
     def training_set(self, selected: list[Sample]) -> list[Sample]:
         """A teacher's token ids belong to its tokenizer: the student is trained on the text, tokenised its own way."""
@@ -214,7 +310,7 @@ class RaftTask(Runner):
         )
 
     # -- bookkeeping ---------------------------------------------------------------------------
-    def metrics(self, t, scored, selected, kl, stage) -> dict:
+    def metrics(self, t, scored, pool, selected, kl, stage) -> dict:
         # with a teacher the K samples are the teacher's: their rewards are reported under its name
         who = "teacher" if self.teacher is not None else "policy"
         metrics = {
@@ -234,8 +330,13 @@ class RaftTask(Runner):
         filtered = stage / "filtered.json"
         if filtered.exists():
             metrics.update({f"filtered_{k}": v for k, v in json.loads(filtered.read_text()).items()})
-        if self.monitor is not None and self.policy.modality == "text" and selected:
-            # diversity of the selected set against iteration 0: where reward hacking shows first
-            texts = [s.response for s in selected]
+        dynamic = stage / "dynamic.json"
+        if dynamic.exists():
+            metrics.update({f"dynamic_{k}": v for k, v in json.loads(dynamic.read_text()).items()})
+        ranked = self.rank(pool)[0] if self.monitor is not None and self.policy.modality == "text" else []
+        if ranked:
+            # diversity of what the reward chose (before post-filters clean or drop it) against iteration 0:
+            # where reward hacking shows first, also when a filter keeps it out of training
+            texts = [s.response for s in ranked]
             metrics.update(self.monitor.update(t, texts, baseline_dir=self.run_dir / "iter_000"))
         return metrics
