@@ -150,7 +150,9 @@ class Tracker:
             raise  # a bad logger setting: say so before the run starts
         except ImportError as e:
             extra = getattr(getattr(make, "func", make), "extra", name)
-            log.warning("logger %s needs a package that is not installed (%s): pip install 'raft[%s]'", name, e, extra)
+            log.warning(
+                "logger %s needs a package that is not installed (%s): pip install 'raft-align[%s]'", name, e, extra
+            )
         except Exception as e:
             log.warning("logger %s could not start (%s: %s); logging to metrics.csv", name, type(e).__name__, e)
 

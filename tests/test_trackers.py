@@ -67,7 +67,7 @@ def test_a_tracker_without_its_package_says_what_to_install(tmp_path, caplog):
         tracker = logger_partial("mlflow")(run_dir=tmp_path)
         feed(tracker)
     (warning,) = [r.getMessage() for r in caplog.records]
-    assert "pip install 'raft[mlflow]'" in warning and "\n" not in warning
+    assert "pip install 'raft-align[mlflow]'" in warning and "\n" not in warning
     assert len(read_metrics_csv(tmp_path / "metrics.csv")) == 2
 
 
