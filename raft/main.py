@@ -15,6 +15,9 @@ from omegaconf.errors import OmegaConfBaseException
 
 import raft.resolvers  # noqa: F401  (registers resolvers before Hydra composes)
 from raft.distributed import is_rank_zero
+from raft.errors import StageError
+from raft.modules.fitting import NonFiniteLoss, TrainingInterrupted
+from raft.monitor import RewardHackingDetected
 from raft.run_folder import claim
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -91,8 +94,22 @@ def hydra_main(cfg: DictConfig):
     except (ConfigError, ValueError) as error:
         print(f"raft: error: {error}", file=sys.stderr)
         sys.exit(2)
-    result = task.run()
+    result = run_to_the_end(task, Path(HydraConfig.get().runtime.output_dir))
     return objective(result, cfg.get("objective"))
+
+
+def run_to_the_end(task, run_dir: Path) -> dict:
+    """The task's result; raft's own mid-run stops and Ctrl-C as one line that says the same command resumes.
+    Anything else (a user's reward that raises, say) keeps its traceback."""
+    resume = f"the finished stages are kept in {run_dir}: run the same command again to resume"
+    try:
+        return task.run()
+    except KeyboardInterrupt:
+        print(f"\nraft: stopped (Ctrl-C); {resume}", file=sys.stderr)
+        sys.exit(130)
+    except (StageError, NonFiniteLoss, TrainingInterrupted, RewardHackingDetected) as error:
+        print(f"raft: stopped: {str(error).strip().splitlines()[0]}; {resume} once the cause is fixed", file=sys.stderr)
+        sys.exit(1)
 
 
 def objective(result, path: str | None):

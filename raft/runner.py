@@ -22,6 +22,7 @@ import torch
 
 from raft.atomic import atomic_write_text, check_checkpoint, is_complete
 from raft.distributed import is_rank_zero, wait_for, world_size
+from raft.errors import StageError
 from raft.policies.base import Policy
 from raft.resources import (
     bound_heap_growth,
@@ -165,7 +166,7 @@ class Runner:
         if t == 0 or is_complete(previous):
             return
         if t >= 2 and not is_complete(self.checkpoint_dir(t - 2)):
-            raise ValueError(
+            raise StageError(
                 f"{previous} is damaged or incomplete (its manifest check failed) and iteration {t - 1} cannot be "
                 f"redone: {self.checkpoint_dir(t - 2)} was pruned (task.keep_checkpoints={self.keep_checkpoints}); "
                 "start a new run folder, or keep more checkpoints"

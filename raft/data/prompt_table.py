@@ -89,6 +89,11 @@ class PromptTable:
         _check_split(split)
         return None  # prompts only: no reference responses for perplexity
 
+    def columns(self) -> set[str]:
+        """The names of the extra columns the rows have."""
+        self._load()
+        return {key for extras in self._extras.values() for key in extras}
+
     def extras(self, prompt: str) -> dict[str, Any]:
         """The columns of the row a prompt came from, other than the prompt itself."""
         self._load()

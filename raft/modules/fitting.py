@@ -7,6 +7,8 @@ atomic folder be discarded, so the next run redoes it.
 
 from __future__ import annotations
 
+import signal
+
 import torch
 
 
@@ -38,7 +40,15 @@ class TrainingInterrupted(RuntimeError):
 
 
 def fit_to_completion(trainer, module) -> None:
-    trainer.fit(module)
+    try:
+        trainer.fit(module)
+    except SystemExit:
+        if not trainer.interrupted:
+            raise
+        # Lightning turns Ctrl-C in a fit into sys.exit(1) and ignores SIGINT from then on: give Ctrl-C back and
+        # raise it as what it was, so the command line can say how to resume
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        raise KeyboardInterrupt("stopped during fine-tuning") from None
     if trainer.received_sigterm or trainer.interrupted:
         raise TrainingInterrupted(
             "training was stopped before it finished (SIGTERM); nothing was saved for "

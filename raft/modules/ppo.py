@@ -66,6 +66,8 @@ class PPOModule(pl.LightningModule):
     `Trainer(max_epochs=1).fit(module)` runs `ppo_epochs` passes of shuffled minibatch updates.
     """
 
+    for_task = "ppo"  # its fit is PPO's update on rollouts: another task's step cannot feed it
+
     def __init__(
         self,
         model: nn.Module,

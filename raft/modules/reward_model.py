@@ -34,6 +34,8 @@ def pairwise_accuracy(r_chosen: torch.Tensor | Sequence[float], r_rejected: torc
 class RewardModelModule(ShardedClipping, pl.LightningModule):
     """Trains `model` (scalar head) on preference pairs; each batch scores chosen and rejected texts together."""
 
+    for_task = "reward_model"  # it learns from preference pairs, not from a policy's samples
+
     def __init__(
         self,
         model,

@@ -6,6 +6,8 @@ import math
 from abc import ABC, abstractmethod
 from typing import Any, Sequence
 
+from raft.errors import StageError
+
 
 class Reward(ABC):
     """Scores (prompt, response) pairs. Responses are strings for text and PIL images for images.
@@ -22,7 +24,7 @@ class Reward(ABC):
 
     def __call__(self, prompts: Sequence[str], responses: Sequence[Any]) -> list[float]:
         if len(prompts) != len(responses):
-            raise ValueError(f"reward got {len(prompts)} prompts but {len(responses)} responses")
+            raise StageError(f"reward got {len(prompts)} prompts but {len(responses)} responses")
         scores: list[float] = []
         for i in range(0, len(prompts), self.batch_size):
             batch = self.score_batch(prompts[i : i + self.batch_size], responses[i : i + self.batch_size])
@@ -34,21 +36,21 @@ class Reward(ABC):
 
 
 def checked(reward: Reward, scores: Any, expected: int, offset: int = 0) -> list[float]:
-    """One finite float per input, or a one-line error naming the reward: a NaN must never be ranked."""
+    """One finite float per input, or a one-line StageError naming the reward: a NaN must never be ranked."""
     name = type(reward).__name__
     try:
         values = list(scores)
     except TypeError:
-        raise ValueError(f"reward {name} returned {type(scores).__name__}, not one score per response") from None
+        raise StageError(f"reward {name} returned {type(scores).__name__}, not one score per response") from None
     if len(values) != expected:
-        raise ValueError(f"reward {name} returned {len(values)} scores for {expected} responses")
+        raise StageError(f"reward {name} returned {len(values)} scores for {expected} responses")
     out = []
     for i, value in enumerate(values):
         try:
             number = float(value)
         except (TypeError, ValueError):
-            raise ValueError(f"reward {name} returned {value!r} for response {offset + i}, not a number") from None
+            raise StageError(f"reward {name} returned {value!r} for response {offset + i}, not a number") from None
         if not math.isfinite(number):
-            raise ValueError(f"reward {name} returned {number} for response {offset + i}; scores must be finite")
+            raise StageError(f"reward {name} returned {number} for response {offset + i}; scores must be finite")
         out.append(number)
     return out

@@ -25,6 +25,7 @@ class FunctionReward(Reward):
             raise ValueError(f"reward.batch_size must be >= 1, got {batch_size}")
         self.fn_name, self.data, self.batch_size = fn, data, batch_size
         self.fn = load_function(fn)
+        check_columns(self.fn, fn, data)
 
     def score_batch(self, prompts: Sequence[str], responses: Sequence[Any]) -> list[float]:
         columns: dict[str, list[Any]] = {}
@@ -63,3 +64,23 @@ def load_function(spec: str) -> Callable:
     if not takes:
         raise ValueError(f"reward.fn={spec!r} must take prompts= and completions= (and **columns), as TRL's do")
     return fn
+
+
+def check_columns(fn: Callable, spec: str, data: Any) -> None:
+    """A function that needs columns the data does not have is refused now, before any model loads."""
+    needed = [
+        name
+        for name, p in inspect.signature(fn).parameters.items()
+        if name not in ("prompts", "completions")
+        and p.default is inspect.Parameter.empty
+        and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    ]
+    if not needed or data is None or getattr(data, "_splits", True) is None:
+        return  # nothing asked for, or a hub dataset not read yet: its rows are checked when they are scored
+    have = data.columns() if hasattr(data, "columns") else set()
+    missing = [name for name in needed if name not in have]
+    if missing:
+        raise ValueError(
+            f"reward.fn={spec!r} needs the column(s) {missing}, which the data's rows do not have "
+            f"(they have {sorted(have) or 'none'}): use data=prompts with a file that has them"
+        )

@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 
 from raft.atomic import atomic_dir, atomic_write_text, is_complete
 from raft.distributed import global_rank, train_along, wait_for, world_size
+from raft.errors import StageError
 from raft.filters import apply_filters
 from raft.kl import add_log_probs, kl_estimate, kl_samples
 from raft.metrics.rewards import mean, reward_metrics
@@ -61,6 +62,18 @@ class RaftTask(Runner):
     def check_method(self) -> None:
         """Parts that cannot work together stop here, before any model loads."""
         builds = getattr(self.module, "func", self.module)
+        owner = getattr(builds, "for_task", None)
+        if owner is not None:
+            raise ValueError(
+                f"module {getattr(builds, '__name__', builds)} belongs to task={owner}: run it with task={owner}, "
+                "or pick a module of this task (module=sft, raftpp, reinforce_rej, grpo)"
+            )
+        cap, new = getattr(self.policy, "max_length", None), getattr(self.sampler, "max_new_tokens", None)
+        if cap is not None and new is not None and new >= cap:
+            raise ValueError(
+                f"sampler.max_new_tokens={new} leaves no room for the prompt within model.max_length={cap} "
+                "(training keeps each row's last max_length tokens): raise model.max_length or lower max_new_tokens"
+            )
         if getattr(builds, "trains_on_every_sample", False) and not isinstance(self.selector, KeepAll):
             raise ValueError(
                 f"module {getattr(builds, '__name__', builds)} weighs every sample by its advantage (negatives too), "
@@ -264,7 +277,7 @@ class RaftTask(Runner):
         removed.update(filtered)
         if not kept and (selected or not self.selector_may_keep_nothing):
             # fine-tuning on nothing would save the same policy as a finished stage
-            raise ValueError(
+            raise StageError(
                 f"{stage.name}: nothing left to fine-tune on ({len(scored)} samples, "
                 f"{len(selected)} selected, removed: {removed or 'none'}); loosen sampler.truncated or filters"
             )
