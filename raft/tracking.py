@@ -16,11 +16,10 @@ import json
 import logging
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from raft.atomic import atomic_write_text
+from raft.atomic import atomic_write_text, temporary_beside
 from raft.modules.new_trainer import bound_copy, new_trainer
 from raft.samples import Sample
 from raft.trackers.sample_rows import stage_rows
@@ -177,7 +176,7 @@ class Tracker:
         self.next_step = next_step
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.run_dir, prefix=".tracking_step.", suffix=".tmp")
+            fd, tmp = temporary_beside(self.step_path)
             with os.fdopen(fd, "w") as f:
                 f.write(str(next_step))
             os.replace(tmp, self.step_path)
