@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from raft import strict_json
 from raft.faults import reach
 
 MANIFEST = "MANIFEST.json"
@@ -112,7 +113,7 @@ def atomic_dir(path: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    (tmp / MANIFEST).write_text(json.dumps(manifest_of(tmp), indent=1))
+    (tmp / MANIFEST).write_text(strict_json.dumps(manifest_of(tmp), indent=1))
     for file in [p for p in tmp.rglob("*") if p.is_file()] + [tmp]:
         _fsync(file)
     reach("inside", path)

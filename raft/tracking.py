@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import math
 import os
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from raft import strict_json
 from raft.atomic import atomic_write_text, temporary_beside
 from raft.modules.new_trainer import bound_copy, new_trainer
 from raft.samples import Sample
@@ -134,7 +134,7 @@ class Tracker:
         if self.backends:
             evaluation = {}
             try:
-                evaluation = json.loads((self.run_dir / "evaluation.json").read_text())
+                evaluation = strict_json.loads_numbers((self.run_dir / "evaluation.json").read_text())
             except (OSError, ValueError):
                 pass
             self._each("log_end", step, sorted(self.run_dir.glob("*.png")), evaluation)
@@ -198,7 +198,7 @@ class Tracker:
         rows = {int(float(r["iteration"])): r for r in read_metrics_csv(self.csv_path)}
         for path in self.run_dir.glob("iter_*/metrics.json"):
             try:
-                metrics = json.loads(path.read_text())
+                metrics = strict_json.loads_numbers(path.read_text())
                 rows[int(metrics["iteration"])] = metrics
             except (OSError, ValueError, KeyError):
                 continue  # not a finished iteration's record
