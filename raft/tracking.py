@@ -143,10 +143,8 @@ class Tracker:
 
     # -- trackers ------------------------------------------------------------------------------
     def _start(self, name: str, make: Callable[..., Any]) -> None:
-        try:
+        try:  # its settings passed check_arguments: whatever fails now is the tracker's, not the run's
             self.backends[name] = make(run_dir=self.run_dir)
-        except ValueError:
-            raise  # a bad logger setting: say so before the run starts
         except ImportError as e:
             extra = getattr(getattr(make, "func", make), "extra", name)
             log.warning("logger %s needs a package that is not installed (%s): pip install 'raft[%s]'", name, e, extra)

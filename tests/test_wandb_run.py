@@ -280,3 +280,12 @@ def test_a_user_logged_in_with_wandb_login_gets_an_online_run(tmp_path, logged_i
     result = subprocess.run([sys.executable, "-c", ask], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split()[-1] == ("online" if logged_in else "offline")
+
+
+def test_a_tracker_that_refuses_to_start_leaves_the_run_to_metrics_csv(tmp_path, caplog):
+    # W&B's own check (tags of at most 64 characters) raises a ValueError, which once ended the run
+    tracker = Tracker(tmp_path, backends={"wandb": functools.partial(WandbRun, tags=["x" * 65])})
+    tracker.log_iteration({"iteration": 0, "policy_reward": 0.5})
+    tracker.close()
+    assert "logger wandb could not start (ValidationError" in caplog.text
+    assert len(read_metrics_csv(tmp_path / "metrics.csv")) == 1
