@@ -11,13 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import struct
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from raft import strict_json
 from raft.faults import reach
 
 MANIFEST = "MANIFEST.json"
@@ -31,10 +32,17 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def temporary_beside(path: Path) -> tuple[int, Path]:
+    """A new, open temporary file next to `path` with the permissions a plain `open` gives (the umask's, not
+    mkstemp's 0600), so a shared project folder's readers can read what raft writes."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = temporary_beside(path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
@@ -43,7 +51,7 @@ def atomic_write_text(path: Path, text: str) -> None:
         reach("inside", path)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     _fsync(path.parent)
     reach("after", path)
@@ -105,7 +113,7 @@ def atomic_dir(path: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    (tmp / MANIFEST).write_text(json.dumps(manifest_of(tmp), indent=1))
+    (tmp / MANIFEST).write_text(strict_json.dumps(manifest_of(tmp), indent=1))
     for file in [p for p in tmp.rglob("*") if p.is_file()] + [tmp]:
         _fsync(file)
     reach("inside", path)

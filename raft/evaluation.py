@@ -8,13 +8,13 @@ responses. Results are cached in the output folder, so a resumed run does not ev
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
+from raft import strict_json
 from raft.atomic import atomic_write_text
 from raft.evaluation_cache import describe, evaluation_key, restore, store
 from raft.locks import file_lock
@@ -65,7 +65,7 @@ class Evaluator:
         references = list(references)[: len(prompts)] if references is not None else None
         if not (shared and self.cache_dir is not None):
             if cached.exists():
-                return json.loads(cached.read_text())
+                return strict_json.loads_numbers(cached.read_text())
             return self._evaluate(policy, checkpoint, prompts, references, out_dir)
         settings = {"sampler": describe(self.sampler), "best_of_k": self.best_of_k, "seed": self.seed}
         key = evaluation_key(policy, checkpoint, self.reward, settings, prompts, references)
@@ -74,7 +74,7 @@ class Evaluator:
             if not cached.exists() and not restore(self.cache_dir, key, out_dir):
                 self._evaluate(policy, checkpoint, prompts, references, out_dir)
             store(self.cache_dir, key, out_dir)  # also when an earlier life was killed before storing it
-        return json.loads(cached.read_text())
+        return strict_json.loads_numbers(cached.read_text())
 
     def _evaluate(self, policy, checkpoint, prompts: list[str], references: list[str] | None, out_dir: Path) -> dict:
         samples = self._scored(policy, checkpoint, prompts, 1, out_dir, "eval_samples.jsonl")
@@ -94,7 +94,7 @@ class Evaluator:
             metrics["accuracy"] = metrics["reward"]  # pass@1: one sample per held-out problem
             if self.best_of_k > 0:
                 metrics["pass_at_k"] = metrics["best_of_k_reward"]  # share solved by any of the K samples
-        atomic_write_text(out_dir / "eval_metrics.json", json.dumps(metrics, indent=2))
+        atomic_write_text(out_dir / "eval_metrics.json", strict_json.dumps(metrics, indent=2))
         return metrics
 
     def evaluate_responses(self, prompts: Sequence[str], responses: Sequence[str], out_dir: str | Path) -> dict:
@@ -105,7 +105,7 @@ class Evaluator:
         out_dir = Path(out_dir)
         cached = out_dir / "eval_metrics.json"
         if cached.exists():
-            return json.loads(cached.read_text())
+            return strict_json.loads_numbers(cached.read_text())
         prompts, responses = list(prompts)[: self.n_prompts], list(responses)[: self.n_prompts]
         samples = [
             Sample(prompt_idx=i, prompt=p, response=r, sample_idx=0) for i, (p, r) in enumerate(zip(prompts, responses))
@@ -115,7 +115,7 @@ class Evaluator:
         out_dir.mkdir(parents=True, exist_ok=True)
         write_samples(out_dir / "eval_samples.jsonl", samples)
         metrics = {"reward": _mean([s.reward for s in samples]), "ppl": math.nan, **diversity_report(responses)}
-        atomic_write_text(cached, json.dumps(metrics, indent=2))
+        atomic_write_text(cached, strict_json.dumps(metrics, indent=2))
         return metrics
 
     def _scored(self, policy, checkpoint, prompts, k: int, out_dir: Path, name: str) -> list[Sample]:

@@ -5,11 +5,11 @@ out-of-domain prompts (split "test"). Each split's folder keeps its samples and 
 
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 from typing import Any, Mapping
 
+from raft import strict_json
 from raft.atomic import atomic_write_text
 from raft.samples import read_samples, write_samples
 
@@ -39,7 +39,7 @@ class ImageEvaluator:
     def evaluate_split(self, checkpoint: Path | None, prompts: list[str], out_dir: Path) -> dict:
         cached = out_dir / METRICS_FILE
         if cached.exists():
-            return json.loads(cached.read_text())
+            return strict_json.loads_numbers(cached.read_text())
         samples_file = out_dir / "samples.jsonl"
         if samples_file.exists():
             samples = read_samples(samples_file)
@@ -52,5 +52,5 @@ class ImageEvaluator:
             scores = reward([s.prompt for s in samples], images)
             reward.close()
             metrics[name] = {"mean": statistics.fmean(scores), "std": statistics.pstdev(scores), "n": len(scores)}
-        atomic_write_text(cached, json.dumps(metrics, indent=2))
+        atomic_write_text(cached, strict_json.dumps(metrics, indent=2))
         return metrics

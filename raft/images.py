@@ -4,25 +4,25 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 from PIL import Image
 
+from raft.atomic import temporary_beside
 from raft.samples import Sample
 
 
 def save_png(image: Image.Image, path: Path) -> None:
     """Atomic like every stage output: a killed run never leaves a truncated PNG behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = temporary_beside(path)
     os.close(fd)
     try:
         image.save(tmp, format="PNG")
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 

@@ -8,12 +8,12 @@ or when too many selected responses are exact duplicates.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
+from raft import strict_json
 from raft.metrics.diversity import distinct_n, duplicate_share, mean_length, msttr
 
 log = logging.getLogger("raft")
@@ -72,7 +72,7 @@ class HackingMonitor:
         if self.baseline is None and baseline_dir is not None:
             saved = Path(baseline_dir) / "metrics.json"
             if saved.exists():
-                self.baseline_from([json.loads(saved.read_text())])
+                self.baseline_from([strict_json.loads_numbers(saved.read_text())])
         if self.baseline is None:
             self.baseline = dict(current)
         else:

@@ -9,7 +9,6 @@ in `step` (RAFT: raft/tasks/raft.py, PPO: raft/tasks/ppo.py).
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import shutil
@@ -20,6 +19,7 @@ from typing import Any, Callable, Sequence
 import pytorch_lightning as pl
 import torch
 
+from raft import strict_json
 from raft.atomic import atomic_write_text, check_checkpoint, is_complete
 from raft.distributed import is_rank_zero, wait_for, world_size
 from raft.errors import StageError
@@ -118,7 +118,9 @@ class Runner:
         history = self.run_iterations(self.data.prompts("train"), prompts, references, tracker)
         self.release()
         after = self.evaluate_end(history, prompts, references)
-        atomic_write_text(self.run_dir / "evaluation.json", json.dumps({"before": before, "after": after}, indent=2))
+        atomic_write_text(
+            self.run_dir / "evaluation.json", strict_json.dumps({"before": before, "after": after}, indent=2)
+        )
         plot_run(history, self.run_dir / "reward_curve.png")
         self.summarise(before, after, history)
         tracker.close()  # after the figures: the trackers get them too
@@ -136,10 +138,10 @@ class Runner:
     def iteration(self, t: int, prompts, eval_prompts=None, eval_references=None, tracker=None) -> dict:
         done = self.stage_dir(t) / "metrics.json"
         if done.exists():
-            return json.loads(done.read_text())
+            return strict_json.loads_numbers(done.read_text())
         if not is_rank_zero():
             self.follow(t)
-            return json.loads(wait_for(done).read_text())
+            return strict_json.loads_numbers(wait_for(done).read_text())
         self.check_previous(t, prompts, eval_prompts, eval_references, tracker)
         started, cost = time.time(), {}
         with stage_cost(cost, "step"):  # the iteration's own peak, apart from its evaluation's
@@ -152,7 +154,7 @@ class Runner:
         if world_size() > 1:
             metrics["world_size"] = world_size()
         metrics.update(peak_memory())
-        atomic_write_text(done, json.dumps(metrics, indent=2))
+        atomic_write_text(done, strict_json.dumps(metrics, indent=2))
         self.log(t, metrics)
         if tracker is not None:
             tracker.log_iteration(metrics, trained_on)

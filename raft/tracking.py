@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from raft.atomic import atomic_write_text
+from raft import strict_json
+from raft.atomic import atomic_write_text, temporary_beside
 from raft.modules.new_trainer import bound_copy, new_trainer
 from raft.samples import Sample
 from raft.trackers.sample_rows import stage_rows
@@ -135,7 +134,7 @@ class Tracker:
         if self.backends:
             evaluation = {}
             try:
-                evaluation = json.loads((self.run_dir / "evaluation.json").read_text())
+                evaluation = strict_json.loads_numbers((self.run_dir / "evaluation.json").read_text())
             except (OSError, ValueError):
                 pass
             self._each("log_end", step, sorted(self.run_dir.glob("*.png")), evaluation)
@@ -144,10 +143,8 @@ class Tracker:
 
     # -- trackers ------------------------------------------------------------------------------
     def _start(self, name: str, make: Callable[..., Any]) -> None:
-        try:
+        try:  # its settings passed check_arguments: whatever fails now is the tracker's, not the run's
             self.backends[name] = make(run_dir=self.run_dir)
-        except ValueError:
-            raise  # a bad logger setting: say so before the run starts
         except ImportError as e:
             extra = getattr(getattr(make, "func", make), "extra", name)
             log.warning(
@@ -179,7 +176,7 @@ class Tracker:
         self.next_step = next_step
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.run_dir, prefix=".tracking_step.", suffix=".tmp")
+            fd, tmp = temporary_beside(self.step_path)
             with os.fdopen(fd, "w") as f:
                 f.write(str(next_step))
             os.replace(tmp, self.step_path)
@@ -201,7 +198,7 @@ class Tracker:
         rows = {int(float(r["iteration"])): r for r in read_metrics_csv(self.csv_path)}
         for path in self.run_dir.glob("iter_*/metrics.json"):
             try:
-                metrics = json.loads(path.read_text())
+                metrics = strict_json.loads_numbers(path.read_text())
                 rows[int(metrics["iteration"])] = metrics
             except (OSError, ValueError, KeyError):
                 continue  # not a finished iteration's record

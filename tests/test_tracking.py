@@ -43,7 +43,7 @@ def test_resume_keeps_earlier_rows_and_replaces_a_rerun_iteration(tmp_path):
     assert rows[2]["eval_reward"] == "nan" and rows[0]["eval_reward"] == ""
 
 
-def test_wandb_offline_run(tmp_path, monkeypatch):
+def test_wandb_offline_run(tmp_path, monkeypatch, caplog):
     pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wb"))
@@ -51,12 +51,17 @@ def test_wandb_offline_run(tmp_path, monkeypatch):
     (tmp_path / "wb").mkdir()
     run_dir = tmp_path / "run"
     samples = [Sample(0, "hi", "hello there", reward=1.0), Sample(1, "bye", "good bye", reward=0.5)]
-    tracker = wandb_tracker(run_dir, project="raft-test", init_timeout=20)
+    with caplog.at_level(logging.INFO, logger="raft"):
+        tracker = wandb_tracker(run_dir, project="raft-test", init_timeout=20)
     assert "wandb" in tracker.backends
     tracker.log_iteration({"iteration": 0, "policy_reward": 0.5, "eval_ppl": float("nan")}, samples)
     tracker.close()
     runs = list((tmp_path / "wb" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+    assert (
+        f"W&B run offline (no API key found: `wandb login` to go online); upload it: wandb sync {runs[0]}"
+        in caplog.text
+    )
     assert (run_dir / "metrics.csv").exists() and (run_dir / "wandb_run_id.txt").exists()
 
 
@@ -68,6 +73,8 @@ def test_wandb_failures_fall_back_to_csv(tmp_path, monkeypatch, caplog):
             pass
 
     class Run:
+        offline, disabled, dir = True, False, str(tmp_path / "wandb" / "offline-run-x" / "files")
+
         def define_metric(self, *args, **kwargs):
             pass
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -262,3 +263,29 @@ def test_raft_report_attaches_its_table_and_figures_to_the_sweeps_group(tmp_path
     rows = json.loads((run.folder / "files" / results["report/results/path"]).read_text())
     assert [row[0] for row in rows["data"]] == ["start: tiny-llama", "sampler.K=4", "sampler.K=8"]
     assert run.rows_with("report/reward_curve/path")
+
+
+@pytest.mark.parametrize("logged_in", [True, False])
+def test_a_user_logged_in_with_wandb_login_gets_an_online_run(tmp_path, logged_in):
+    """`wandb login` keeps the key in ~/.netrc, not in WANDB_API_KEY. Asked in a fresh process: wandb keeps what
+    it found for the whole process, and an online init would need the service."""
+    port = closed_port()
+    netrc = tmp_path / ".netrc"
+    netrc.write_text(f"machine 127.0.0.1:{port}\n  login user\n  password {'k' * 40}\n" if logged_in else "")
+    netrc.chmod(0o600)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(HOME=str(tmp_path), NETRC=str(netrc), WANDB_CONFIG_DIR=str(tmp_path / "config"), WANDB_SILENT="true")
+    env.update(WANDB_BASE_URL=f"http://127.0.0.1:{port}", PYTHONPATH=str(ROOT))
+    ask = "from raft.trackers.wandb_mode import chosen_mode; print(chosen_mode(None))"
+    result = subprocess.run([sys.executable, "-c", ask], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split()[-1] == ("online" if logged_in else "offline")
+
+
+def test_a_tracker_that_refuses_to_start_leaves_the_run_to_metrics_csv(tmp_path, caplog):
+    # W&B's own check (tags of at most 64 characters) raises a ValueError, which once ended the run
+    tracker = Tracker(tmp_path, backends={"wandb": functools.partial(WandbRun, tags=["x" * 65])})
+    tracker.log_iteration({"iteration": 0, "policy_reward": 0.5})
+    tracker.close()
+    assert "logger wandb could not start (ValidationError" in caplog.text
+    assert len(read_metrics_csv(tmp_path / "metrics.csv")) == 1

@@ -12,6 +12,7 @@ from typing import Sequence
 
 import torch
 
+from raft import strict_json
 from raft.data.preference_pairs import Pair
 from raft.devices import dtype_of
 from raft.models.loading import resolve_model_path
@@ -103,7 +104,7 @@ def save_reward_model(model, tokenizer, folder: Path, template: str, max_length:
         model = model.merge_and_unload()
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    (folder / META_FILE).write_text(json.dumps({"text_template": template, "max_length": max_length}, indent=1))
+    (folder / META_FILE).write_text(strict_json.dumps({"text_template": template, "max_length": max_length}, indent=1))
 
 
 def load_reward_model(folder: Path, dtype: str = "float32"):

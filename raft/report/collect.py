@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 from omegaconf import OmegaConf
 
+from raft import strict_json
 from raft.tracking import read_metrics_csv
 
 
@@ -108,7 +109,9 @@ def read_run(path: Path, root: Path | None = None) -> Run:
     model = start or _resolved(config, "model.name_or_path") or chosen.get("model") or "initial model"
 
     rows = [{k: _number(v) for k, v in row.items()} for row in read_metrics_csv(path / "metrics.csv")]
-    evaluation = json.loads((path / "evaluation.json").read_text()) if (path / "evaluation.json").exists() else {}
+    evaluation = (
+        strict_json.loads_numbers((path / "evaluation.json").read_text()) if (path / "evaluation.json").exists() else {}
+    )
     before, after = evaluation.get("before") or None, evaluation.get("after") or None
     source = "evaluation.json"
     if after is None and rows:

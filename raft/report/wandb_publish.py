@@ -11,6 +11,8 @@ from typing import Any, Sequence
 
 from omegaconf import OmegaConf
 
+from raft.trackers.wandb_mode import chosen_mode
+
 
 def wandb_home(run_folders: Sequence[Path], fallback: str) -> dict[str, Any]:
     """Project, entity and group the runs logged to (their `logger=wandb` settings, else the defaults that
@@ -32,17 +34,16 @@ def wandb_home(run_folders: Sequence[Path], fallback: str) -> dict[str, Any]:
 
 
 def publish(out: Path, run_folders: Sequence[Path], files: Sequence[str]) -> str:
-    """Upload (or, without an API key, keep offline for `wandb sync`) the report in `out`; returns the group."""
+    """Upload (or, without credentials, keep offline for `wandb sync`) the report in `out`; returns the group."""
     import wandb
 
     home = wandb_home(run_folders, Path(out).parent.name)
-    mode = None if os.environ.get("WANDB_MODE") or os.environ.get("WANDB_API_KEY") else "offline"
     run = wandb.init(
         **home,
         job_type="report",
         name=f"report-{home['group']}",
         dir=None if os.environ.get("WANDB_DIR") else str(out),
-        mode=mode,
+        mode=chosen_mode(None),
         config={"runs": len(run_folders)},
     )
     try:

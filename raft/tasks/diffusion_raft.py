@@ -14,6 +14,7 @@ from typing import Any
 from PIL import Image
 
 from raft.atomic import atomic_write_text
+from raft.console import show
 from raft.evaluation_image import SPLITS, ImageEvaluator
 from raft.images import save_png
 from raft.report.image_grids import before_after_grid
@@ -60,8 +61,10 @@ class DiffusionRaftTask(RaftTask):
         atomic_write_text(self.run_dir / "table.md", table + "\n")
         for split in SPLITS:
             self.write_grid(split)
-        print(f"\nRAFT before/after, reward mean ± std over {self.eval_sampler.K} images per prompt:\n{table}")
-        print(f"run folder: {self.run_dir}  (table.md, grid_*.png, reward_curve.png, metrics.csv, iter_*/)")
+        show(
+            f"RAFT before/after, reward mean ± std over {self.eval_sampler.K} images per prompt:\n{table}\n"
+            f"run folder: {self.run_dir}  (table.md, grid_*.png, reward_curve.png, metrics.csv, iter_*/)"
+        )
 
     # -- grids ---------------------------------------------------------------------------------
     def write_grid(self, split: str) -> None:

@@ -7,10 +7,11 @@ model itself (which may be a hub id or any model folder: set model.name_or_path)
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from raft import strict_json
 from raft.atomic import atomic_write_text, check_checkpoint
+from raft.console import show
 from raft.report.tables import COLUMNS, Row, markdown_table
 
 
@@ -64,11 +65,11 @@ class EvaluateTask:
         )
         atomic_write_text(
             self.output_dir / "evaluation.json",
-            json.dumps({"after": metrics, "checkpoint": str(self.checkpoint), "responses": label}, indent=2),
+            strict_json.dumps({"after": metrics, "checkpoint": str(self.checkpoint), "responses": label}, indent=2),
         )
         row = Row(label, "after", {k: [float(metrics[k])] if k in metrics else [] for k, _, _ in COLUMNS}, 1)
-        print(f"\n{self.split} split, {metrics.get('n')} prompts:\n" + markdown_table([row]).split("\n\n")[0])
+        lines = [f"{self.split} split, {metrics.get('n')} prompts:", markdown_table([row]).split("\n\n")[0]]
         if "best_of_k_reward" in metrics:
-            print(f"best-of-{self.evaluator.best_of_k} reward: {metrics['best_of_k_reward']:.3f}")
-        print(f"written to {self.output_dir}")
+            lines.append(f"best-of-{self.evaluator.best_of_k} reward: {metrics['best_of_k_reward']:.3f}")
+        show("\n".join([*lines, f"written to {self.output_dir}"]))
         return metrics

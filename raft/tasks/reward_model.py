@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable
 
 import pytorch_lightning as pl
 
+from raft import strict_json
 from raft.atomic import atomic_dir, is_complete
 from raft.distributed import is_rank_zero, wait_for
 from raft.models.reward_model import MINILM_ALIAS, load_backbone, save_reward_model, score_pairs
@@ -44,7 +44,7 @@ class RewardModelTask:
 
     def run(self) -> dict:
         if is_complete(self.output_dir):  # resume: the folder appears once complete, and its manifest still holds
-            metrics = json.loads((self.output_dir / METRICS_FILE).read_text())
+            metrics = strict_json.loads_numbers((self.output_dir / METRICS_FILE).read_text())
             print(f"reward model: {self.output_dir} exists, skipping training")
         else:
             metrics = self.train()
@@ -71,7 +71,7 @@ class RewardModelTask:
             if tracker is not None:
                 tracker.close()
         if not is_rank_zero():  # another process of a torchrun / SLURM launch: rank 0 scores and saves
-            return json.loads(wait_for(self.output_dir / METRICS_FILE).read_text())
+            return strict_json.loads_numbers(wait_for(self.output_dir / METRICS_FILE).read_text())
         test = self.data.pairs("test")
         chosen, rejected = score_pairs(
             module.model, tokenizer, test, self.eval_batch_size, module.max_length, module.text_template
@@ -84,5 +84,5 @@ class RewardModelTask:
         }
         with atomic_dir(self.output_dir) as tmp:
             save_reward_model(module.model, tokenizer, tmp, module.text_template, module.max_length)
-            (tmp / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
+            (tmp / METRICS_FILE).write_text(strict_json.dumps(metrics, indent=2))
         return metrics

@@ -6,6 +6,8 @@ import math
 from pathlib import Path
 from typing import Sequence
 
+from raft.console import show
+
 ROWS = [  # (label, key in evaluation dicts)
     ("policy reward (held-out)", "reward"),
     ("best-of-K reward (held-out)", "best_of_k_reward"),
@@ -34,26 +36,30 @@ def before_after_table(before: dict, after: dict) -> str:
 
 
 def print_before_after(before: dict, after: dict, history: Sequence[dict], run_dir: Path) -> None:
-    print()
+    show(before_after_summary(before, after, history, run_dir))
+
+
+def before_after_summary(before: dict, after: dict, history: Sequence[dict], run_dir: Path) -> str:
+    lines = []
     if before or after:
         n = after.get("n") or before.get("n")
-        print(f"Before/after on {n} held-out prompts:")
-        print(before_after_table(before, after))
+        lines += [f"Before/after on {n} held-out prompts:", before_after_table(before, after)]
     if history:
         first, last = history[0], history[-1]
         who = "policy" if "policy_reward" in first else "teacher"  # a teacher's samples carry its own name
         best = "best_of_k_reward" if who == "policy" else "teacher_best_of_k_reward"
-        print(
+        lines.append(
             f"training prompts: {who} reward {first[f'{who}_reward']:.3f} (iteration 0) -> "
             f"{last[f'{who}_reward']:.3f} (iteration {last['iteration']}), "
             f"best-of-K {first[best]:.3f} -> {last[best]:.3f}"
         )
         if "capped_share" in last:
-            print(
+            lines.append(
                 f"samples cut at max_new_tokens: {first['capped_share']:.0%} (iteration 0) -> "
                 f"{last['capped_share']:.0%} (iteration {last['iteration']})"
             )
-    print(f"run folder: {run_dir}  (reward_curve.png, metrics.csv, evaluation.json, iter_*/)")
+    lines.append(f"run folder: {run_dir}  (reward_curve.png, metrics.csv, evaluation.json, iter_*/)")
+    return "\n".join(lines)
 
 
 def plot_run(history: Sequence[dict], path: Path) -> None:

@@ -3,7 +3,7 @@
 
 Every `log` passes the run's own step (raft/tracking.py keeps it across restarts), so a resumed run, also an
 offline one synced later, continues the same W&B run without repeating a step. Without an API key the run is
-offline (`wandb sync <run>/wandb/offline-run-*` uploads it); an online start that fails is retried offline.
+offline (raft/trackers/wandb_mode.py; `wandb sync` uploads it later); an online start that fails is retried offline.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any, Mapping, Sequence
 from raft.atomic import atomic_write_text
 from raft.trackers.run_config import run_config
 from raft.trackers.sample_rows import COLUMNS, SampleRow
+from raft.trackers.wandb_mode import chosen_mode
 
 log = logging.getLogger("raft")
 
@@ -39,8 +40,7 @@ class WandbRun:
         import wandb  # ImportError: the tracker says what to install and goes on without W&B
 
         self.run_dir = Path(run_dir)
-        if mode is None and not os.environ.get("WANDB_MODE") and not os.environ.get("WANDB_API_KEY"):
-            mode = "offline"  # no key: keep a local run that `wandb sync` can upload later
+        mode = chosen_mode(mode)
         kwargs = dict(
             project=project,
             entity=entity,
@@ -61,6 +61,7 @@ class WandbRun:
             log.warning("W&B init failed (%s); retrying offline", e)
             wandb.teardown()  # the failed start still holds the run id in W&B service
             self.run = wandb.init(mode="offline", **kwargs)
+        say_where(self.run)
         self.run.define_metric(STEP)
         self.run.define_metric(ITERATION)
         self.run.define_metric(STAGE, step_metric=STEP)
@@ -135,6 +136,14 @@ class WandbRun:
             if key not in self.axis_of and key not in (STEP, ITERATION, STAGE):
                 self.axis_of[key] = axis
                 self.run.define_metric(key, step_metric=axis)
+
+
+def say_where(run: Any) -> None:
+    if run.offline:
+        folder = Path(run.dir).parent
+        log.info("W&B run offline (no API key found: `wandb login` to go online); upload it: wandb sync %s", folder)
+    elif not run.disabled:
+        log.info("W&B run online: %s", run.url)
 
 
 def display_name(run_dir: Path) -> str:
