@@ -16,6 +16,7 @@ import random
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from raft import strict_json
 from raft.atomic import atomic_dir, atomic_write_text, is_complete
 from raft.distributed import global_rank, train_along, wait_for, world_size
 from raft.errors import StageError
@@ -339,7 +340,7 @@ class RaftTask(Runner):
             metrics["kl"] = kl_estimate(kl)
         stats = self.checkpoint_dir(t) / TRAINING_STATS
         if stats.exists():  # RAFT++: clip fraction, approx KL of its fit
-            metrics.update(json.loads(stats.read_text()))
+            metrics.update(strict_json.loads_numbers(stats.read_text()))
         filtered = stage / "filtered.json"
         if filtered.exists():
             metrics.update({f"filtered_{k}": v for k, v in json.loads(filtered.read_text()).items()})
