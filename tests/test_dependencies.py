@@ -13,10 +13,12 @@ import pytest
 tomllib = pytest.importorskip("tomllib")
 
 ROOT = Path(__file__).resolve().parent.parent
-# used without an import of raft's: transformers reads GGUF weights with gguf; Hydra finds its plugins itself;
-# Lightning's TensorBoardLogger writes through tensorboardX; the test tools
+# used without an import of raft's: transformers reads GGUF weights with gguf; math-verify parses LaTeX on the
+# ANTLR runtime hydra-core also pins; Hydra finds its plugins itself; Lightning's TensorBoardLogger writes through
+# tensorboardX; the test tools
 NOT_IMPORTED = {
     "gguf",
+    "antlr4-python3-runtime",
     "hydra-optuna-sweeper",
     "hydra-joblib-launcher",
     "hydra-submitit-launcher",

@@ -135,7 +135,34 @@ def test_hub_problems_read_a_local_file_the_hub_way(tmp_path):
     with pytest.raises(ValueError, match="has no 'solution' field"):
         HubProblems(str(path), answer_field="solution", train_split="a", test_split="b").problems("test")
     with pytest.raises(ValueError, match="data.n_test must be set"):
-        HubProblems(str(path), train_split="test", test_split="test")
+        HubProblems("HuggingFaceH4/MATH-500", train_split="test", test_split="test")  # a hub id: read on first use
+
+
+@pytest.mark.parametrize("preset, n_test", [("gsm8k", []), ("math500", ["data.n_test=5"])])
+def test_local_math_files_split_train_and_test_without_overlap(tmp_path, preset, n_test):
+    """A local file has no hub splits: its problems are split once, seeded, no question in both splits."""
+    if preset == "gsm8k":
+        rows = [{"question": f"What is {i} + {i}?", "answer": f"#### {2 * i}"} for i in range(40)]
+    else:
+        rows = [{"problem": f"Find {i}^2.", "solution": f"$\\boxed{{{i * i}}}$"} for i in range(40)]
+    rows += rows[:3]  # a question met twice is read once
+    path = tmp_path / f"{preset}.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    def split(*overrides):
+        data = instantiate(compose_with(f"data={preset}", f"data.path={path}", *n_test, *overrides).data)
+        return data, data.prompts("train"), data.prompts("test")
+
+    data, train, test = split()
+    held_out = 4 if preset == "gsm8k" else 5  # gsm8k.yaml's n_test null: a tenth of a local file
+    assert len(test) == held_out and len(train) == 40 - held_out and len(set(train)) == len(train)
+    assert not set(test) & set(train)
+    report = data.split_report
+    assert (report["train"], report["test"], report["path"]) == (len(train), len(test), str(path))
+    assert "seed 0" in report["rule"]
+    assert split()[1:] == (train, test)  # deterministic
+    _, other_train, other_test = split("data.seed=1")
+    assert other_test != test and not set(other_test) & set(other_train)
 
 
 def test_countdown_checker_evaluates_the_expression_with_the_given_numbers():

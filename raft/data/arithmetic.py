@@ -3,13 +3,15 @@
 A problem starts with a count of things and changes it `steps` times, one sentence per step: add, subtract,
 multiply (buy packs of several: add a product) or divide (share equally, keep one share). Difficulty grows
 with `steps` and `max_operand`; every count stays a whole number >= 0, so the answer is an integer and no
-step needs rounding.
+step needs rounding. An answer is right when it is that integer exactly (`raft.answers.same_number`: "12",
+"12.0", "12 apples", "$12", "1,200" for 1200), never by float tolerance or symbolic parsing.
 """
 
 from __future__ import annotations
 
 import random
 
+from raft.answers import same_number
 from raft.data.problems import Problem, ProblemSet, split_problems
 
 NAMES = ("Ava", "Ben", "Chloe", "Dev", "Emma", "Finn", "Grace", "Hugo", "Iris", "Jack", "Lena", "Omar", "Priya", "Sam")
@@ -100,3 +102,7 @@ class ArithmeticProblems(ProblemSet):
             self.seed,
         )
         return split_problems(problems, self.n_test, self.limit)
+
+    def check(self, problem: Problem, answer: str) -> bool:
+        """Exact: the reference is an integer, so the answer must be that number (no float tolerance)."""
+        return same_number(answer, problem.answer)

@@ -64,6 +64,8 @@ def evaluate(expression: str, numbers: tuple[int, ...]) -> Fraction | None:
 
 
 class CountdownProblems(ProblemSet):
+    graded_by_value = False  # the answer is an expression, checked by evaluating it (lm-eval extraction can't)
+
     def __init__(
         self,
         n_train: int = 1000,

@@ -4,6 +4,10 @@ A problem set gives the loop its prompts (`prompts("train")`, `prompts("test")`,
 and gives the exact-match reward what it needs to score a response: the problem behind a prompt
 (`problem(prompt)`) and whether an extracted answer solves it (`check`). The reward is built from the same
 data config, so it finds the answers of exactly the prompts the loop samples, in both splits.
+
+`check` grades the way each kind of problem needs: MATH/GSM8K-style answers by math-verify
+(`raft.answers.same_answer`, the default), generated arithmetic by exact numbers (`same_number`), Countdown by
+evaluating the expression exactly.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ class ProblemSet:
     """Prompts = question + the answer-format instruction. Subclasses supply `_load() -> {split: [Problem]}`."""
 
     chat = True
+    graded_by_value = True  # an answer is compared with `Problem.answer` (Countdown: False, it is an expression)
 
     def __init__(self, answer_format: str = "answer_line", template: str = "{question}\n{instruction}"):
         self.answer_format = check_format(answer_format, "data.answer_format")
@@ -75,12 +80,19 @@ class ProblemSet:
             ) from None
 
     def check(self, problem: Problem, answer: str) -> bool:
-        """Whether an extracted final answer solves the problem (Countdown overrides this)."""
+        """Whether an extracted final answer solves the problem: equal to the reference as math-verify judges it.
+
+        Generated tasks override this with exact checks (arithmetic: Fraction equality; Countdown: the value
+        of the expression)."""
         return same_answer(answer, problem.answer)
 
 
 def split_problems(problems: list[Problem], n_test: int, limit: int | None) -> dict[str, list[Problem]]:
-    """The first n_test distinct questions are held out; the rest (capped at limit) train."""
+    """The first n_test distinct questions are held out; the rest (capped at limit) train.
+
+    A question met again is dropped (its first answer counts), so no question is in both splits."""
+    seen: set[str] = set()
+    problems = [p for p in problems if not (p.question in seen or seen.add(p.question))]
     if n_test < 0:
         raise ValueError(f"data.n_test must be >= 0, got {n_test}")
     if n_test >= len(problems):
