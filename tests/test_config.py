@@ -88,6 +88,23 @@ def test_cheap_groups_instantiate_from_every_option(group):
             assert instantiate(compose_with(f"{group}={option}")[group]) is not None
 
 
+def test_sampler_generation_kwargs_come_from_the_command_line_and_are_checked():
+    """Empty by default (the pure distribution), for the run's sampler and the evaluator's; a key given on the
+    command line reaches the run's Sampler, nested lists included, with or without OmegaConf's containers."""
+    from raft.sampling import Sampler
+
+    cfg = compose_with()
+    assert (
+        instantiate(cfg.sampler).generation_kwargs == {} and instantiate(cfg.evaluator.sampler).generation_kwargs == {}
+    )
+    cfg = compose_with(
+        "+sampler.generation_kwargs.repetition_penalty=1.1", "+sampler.generation_kwargs.bad_words_ids=[[5,6]]"
+    )
+    for sampler in (instantiate(cfg.sampler), instantiate(cfg.sampler, _convert_="all")):
+        assert isinstance(sampler, Sampler)
+        assert sampler.generation_kwargs.plain() == {"repetition_penalty": 1.1, "bad_words_ids": [[5, 6]]}
+
+
 def run_raft(*args, timeout=120):
     return subprocess.run(
         [sys.executable, "-m", "raft", *args], capture_output=True, text=True, timeout=timeout, cwd=CONF.parent
@@ -99,6 +116,7 @@ def run_raft(*args, timeout=120):
     [
         ("sampler.K=0", "sampler.K must be >= 1, got 0"),
         ("sampler.temperature=0", "sampler.temperature (lambda) must be > 0"),
+        ("+sampler.generation_kwargs.presence_penalty=0.5", "sampler.generation_kwargs.presence_penalty is not a"),
         ("selector=global selector.acceptance_ratio=1.5", "selector.acceptance_ratio must be in (0, 1]"),
         ("selector.beta=-0.1", "selector.beta must be >= 0"),
         ("task.torch_threads=0", "task.torch_threads must be >= 1"),

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Sequence
 
 from raft.distributed import local_rank, world_size
+from raft.engines.vllm_server import vllm_kwargs
 
 log = logging.getLogger("raft")
 
@@ -133,7 +134,8 @@ class VLLMEngine:
     def generate(
         self, prompts: Sequence[Sequence[int]], sampler, stop_ids: Sequence[int], seed: int, lora: str | None = None
     ) -> list[list[list[int]]]:
-        """For each prompt's ids, `sampler.K` responses' generated ids (the stop token or string included)."""
+        """For each prompt's ids, `sampler.K` responses' generated ids (the stop token or string included), drawn
+        from p^(1/temperature) with the sampler's top-k / top-p and `generation_kwargs`, nothing else."""
         answer = self.request(
             "generate",
             prompts=[list(p) for p in prompts],
@@ -146,6 +148,7 @@ class VLLMEngine:
             stop=list(sampler.stop),
             seed=seed,
             lora=lora,
+            generation_kwargs=vllm_kwargs(getattr(sampler, "generation_kwargs", None) or {}),
         )
         return [[c["ids"] for c in row] for row in answer["outputs"]]
 

@@ -6,7 +6,14 @@ vLLM's own output goes to stderr; stdout carries the answers alone.
 
 Requests (`op`):  start {model, dtype, seed, max_model_len, kv_cache_gb, gpu_memory_utilization, enforce_eager,
 max_lora_rank}, generate {prompts: [[ids]], n, temperature, top_k, top_p, max_tokens, stop_token_ids, stop, seed,
-lora}, load_weights {path}, sleep, wake, close. Answers: {"ok": true, ...} or {"ok": false, "error": "..."}.
+lora, generation_kwargs}, load_weights {path}, sleep, wake, close. Answers: {"ok": true, ...} or {"ok": false,
+"error": "..."}.
+
+Samples come from p^(1/temperature) with the request's top-k / top-p and nothing else: the engine starts with
+`generation_config="vllm"` (the model's generation_config.json neither sets default sampling parameters nor caps
+max_tokens), and every request spells out vLLM's neutral values for the settings it does not ask for
+(`sampling_kwargs`). `generation_kwargs` (raft's `sampler.generation_kwargs`) adds SamplingParams fields from
+VLLM_KWARGS, and nothing else.
 """
 
 from __future__ import annotations
@@ -19,6 +26,70 @@ import traceback
 
 OPS = ("start", "generate", "load_weights", "sleep", "wake")
 LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+# SamplingParams fields that shape what is sampled, at the values that leave p^(1/temperature) as it is
+NEUTRAL = {"presence_penalty": 0.0, "frequency_penalty": 0.0, "repetition_penalty": 1.0, "min_p": 0.0, "min_tokens": 0}
+# what `sampler.generation_kwargs` may set on vLLM: SamplingParams' sampling fields raft does not set itself
+VLLM_KWARGS = (*NEUTRAL, "logit_bias", "allowed_token_ids", "bad_words")
+HF_NAMES = {"min_new_tokens": "min_tokens"}  # transformers' name for the same setting, so one config fits both
+
+
+def vllm_kwargs(generation_kwargs) -> dict:
+    """`sampler.generation_kwargs` as SamplingParams arguments; a key vLLM does not take here is refused."""
+    out = {}
+    for key, value in dict(generation_kwargs or {}).items():
+        name = HF_NAMES.get(key, key)
+        if name not in VLLM_KWARGS:
+            raise ValueError(
+                f"sampler.generation_kwargs.{key} is not a vLLM sampling setting raft passes on (sampler.engine=vllm"
+                f" takes {', '.join(VLLM_KWARGS)}; min_new_tokens as min_tokens)"
+            )
+        if name in out:
+            raise ValueError(f"sampler.generation_kwargs sets {name} twice ({key} and {name})")
+        if name == "logit_bias" and isinstance(value, dict):
+            value = {int(token): bias for token, bias in value.items()}  # JSON made the token ids strings
+        out[name] = value
+    return out
+
+
+def sampling_kwargs(
+    n, temperature, top_k, top_p, max_tokens, stop_token_ids, stop, seed, generation_kwargs=None
+) -> dict:
+    """One prompt's SamplingParams arguments: p^(1/temperature) with top-k (0 = off) and top-p, the neutral
+    value of every other sampling setting, then `generation_kwargs` (checked by `vllm_kwargs`)."""
+    return {
+        **NEUTRAL,
+        **vllm_kwargs(generation_kwargs),
+        "n": n,
+        "temperature": temperature,
+        "top_k": top_k if top_k > 0 else -1,  # -1: off, in every vLLM version (newer ones also take 0)
+        "top_p": top_p,
+        "max_tokens": max_tokens,
+        "stop_token_ids": list(stop_token_ids),
+        "stop": list(stop) or None,
+        "seed": seed,
+    }
+
+
+def engine_kwargs(
+    model, dtype, seed, max_model_len, gpu_memory_utilization, enforce_eager, max_lora_rank, sleep_mode
+) -> dict:
+    """The LLM's arguments. generation_config="vllm": the model's generation_config.json sets no default
+    sampling parameters and no max_tokens cap (its special token ids are still read)."""
+    rank = next((r for r in LORA_RANKS if r >= max_lora_rank), max_lora_rank)  # vLLM takes these sizes
+    lora = {"enable_lora": True, "max_lora_rank": rank} if max_lora_rank else {}
+    return dict(
+        model=model,
+        dtype=dtype,
+        seed=seed,
+        max_model_len=max_model_len,
+        gpu_memory_utilization=gpu_memory_utilization,
+        enforce_eager=enforce_eager,
+        enable_prefix_caching=True,  # the K samples of a prompt share its prefix
+        enable_sleep_mode=sleep_mode,
+        distributed_executor_backend="uni",
+        generation_config="vllm",
+        **lora,
+    )
 
 
 class Server:
@@ -38,41 +109,38 @@ class Server:
         self.per_request_seeds = not self.cpu  # the CPU build rejects per-request seeds
         if self.cpu:
             _keep_cpu_weights()
-        rank = next((r for r in LORA_RANKS if r >= max_lora_rank), max_lora_rank)  # vLLM takes these sizes
-        lora = {"enable_lora": True, "max_lora_rank": rank} if max_lora_rank else {}
         self.llm = LLM(
-            model=model,
-            dtype=dtype,
-            seed=seed,
-            max_model_len=max_model_len,
-            gpu_memory_utilization=gpu_memory_utilization,
-            enforce_eager=enforce_eager,
-            enable_prefix_caching=True,  # the K samples of a prompt share its prefix
-            enable_sleep_mode=not self.cpu,
-            distributed_executor_backend="uni",
-            **lora,
+            **engine_kwargs(
+                model, dtype, seed, max_model_len, gpu_memory_utilization, enforce_eager, max_lora_rank, not self.cpu
+            )
         )
         return {"start_s": time.monotonic() - began, "per_request_seeds": self.per_request_seeds}
 
-    def generate(self, prompts, n, temperature, top_k, top_p, max_tokens, stop_token_ids, stop, seed, lora=None):
+    def generate(
+        self,
+        prompts,
+        n,
+        temperature,
+        top_k,
+        top_p,
+        max_tokens,
+        stop_token_ids,
+        stop,
+        seed,
+        lora=None,
+        generation_kwargs=None,
+    ):
         from vllm import SamplingParams
 
+        settings = dict(n=n, temperature=temperature, top_k=top_k, top_p=top_p, max_tokens=max_tokens)
+        settings.update(stop_token_ids=stop_token_ids, stop=stop, generation_kwargs=generation_kwargs)
+        params = [  # built first: a bad setting fails before the engine's RNG moves
+            SamplingParams(**sampling_kwargs(**settings, seed=seed + i if self.per_request_seeds else None))
+            for i in range(len(prompts))
+        ]
         self.llm.reset_prefix_cache()  # the same schedule, hence the same draws, whatever ran before
         if not self.per_request_seeds:
             self.llm.collective_rpc(_reseed, args=(seed,))  # the CPU sampler draws from torch's default generator
-        params = [
-            SamplingParams(
-                n=n,
-                temperature=temperature,
-                top_k=top_k or -1,
-                top_p=top_p,
-                max_tokens=max_tokens,
-                stop_token_ids=list(stop_token_ids),
-                stop=list(stop) or None,
-                seed=seed + i if self.per_request_seeds else None,
-            )
-            for i in range(len(prompts))
-        ]
         outputs = self.llm.generate(
             [{"prompt_token_ids": list(p)} for p in prompts],
             params,
