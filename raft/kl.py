@@ -35,11 +35,11 @@ def kl_samples(
     t: int,
 ) -> list[Sample]:
     """One fresh response per prompt from `checkpoint` (the policy a stage produced), drawn from p_theta itself
-    (temperature 1, no top-k / top-p), with its log-probability under that policy and the initial one: the
-    mean of logp - ref_logp is an unbiased estimate of KL(p_theta || p_0) in nats per response, whatever
-    temperature the stage sampled at."""
+    (temperature 1, no top-k / top-p, none of the sampler's generation_kwargs), with its log-probability under
+    that policy and the initial one: the mean of logp - ref_logp is an unbiased estimate of KL(p_theta || p_0) in
+    nats per response, whatever temperature the stage sampled at."""
     seed_stage(seed, t)
-    plain = dataclasses.replace(sampler, K=1, temperature=1.0, top_k=0, top_p=1.0)
+    plain = dataclasses.replace(sampler, K=1, temperature=1.0, top_k=0, top_p=1.0, generation_kwargs={})
     samples = policy.sample(checkpoint, batch, plain, stage)
     add_log_probs(policy, samples, checkpoint, reference)
     return samples

@@ -318,3 +318,16 @@ def test_kl_ranking_with_a_teacher_scores_its_text_in_the_students_own_format(tm
     own = loop.policy.log_probs(None, [s.as_text() for s in scored])  # the student's format and tokens
     assert [s.logp for s in scored] == pytest.approx(own, rel=1e-5)
     assert [s.ref_logp for s in scored] == pytest.approx(own, rel=1e-5)  # stage 0: current = initial policy
+
+
+def test_the_kl_samples_are_drawn_from_the_plain_policy_whatever_the_sampler_adds(tmp_path):
+    from raft.kl import kl_samples
+
+    policy = CausalLMPolicy("tiny-llama", sample_dtype="float32", device="cpu", max_length=96)
+    batch = [(i, f"Tell me about topic number {i}") for i in range(3)]
+    penalised = Sampler(
+        K=2, max_new_tokens=6, generation_kwargs={"repetition_penalty": 50.0, "no_repeat_ngram_size": 1}
+    )
+    plain = Sampler(K=2, max_new_tokens=6)
+    drawn = [kl_samples(policy, None, None, batch, s, tmp_path, seed=0, t=0) for s in (penalised, plain)]
+    assert [s.response_ids for s in drawn[0]] == [s.response_ids for s in drawn[1]]

@@ -81,6 +81,14 @@ class RaftTask(Runner):
                 f"but selector {type(self.selector).__name__} keeps only some: use selector=all "
                 "(task=grpo and task=reinforce_rej pick it)"
             )
+        if getattr(builds, "takes_reference", False) and getattr(self.sampler, "generation_kwargs", None):
+            log.warning(
+                "sampler.generation_kwargs %s reshape the sampling distribution: %s's importance ratio is taken "
+                "against the plain policy at temperature %s, not against what sampled",
+                dict(self.sampler.generation_kwargs),
+                getattr(builds, "__name__", builds),
+                self.sampler.temperature,
+            )
         compares = self.selector.mixed_prompts_only or self.dynamic_sampling or getattr(builds, "group_relative", False)
         if compares and self.sampler.K < 2:
             raise ValueError(f"sampler.K must be >= 2 to compare a prompt's responses, got {self.sampler.K}")
