@@ -76,8 +76,13 @@ class ConfigError(ValueError):
 
 
 def quiet_lightning() -> None:
-    """Keep the console for raft's progress: Lightning sets its loggers to INFO when imported."""
+    """Keep the console for raft's progress: Lightning sets its loggers to INFO when imported; loading a model or a
+    data file draws no bars (raft.progress)."""
     import pytorch_lightning  # noqa: F401
+
+    from raft.progress import quiet_loading
+
+    quiet_loading()
 
     for name in ("pytorch_lightning", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)

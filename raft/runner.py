@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 import pytorch_lightning as pl
 import torch
 
-from raft import strict_json
+from raft import progress, strict_json
 from raft.atomic import atomic_write_text, check_checkpoint, is_complete
 from raft.distributed import is_rank_zero, wait_for, world_size
 from raft.errors import StageError
@@ -88,6 +88,7 @@ class Runner:
         self.init_checkpoint = Path(init_checkpoint) if init_checkpoint else None  # e.g. an SFT stage's output
         self.torch_threads, self.heap_mmap_threshold_mb = torch_threads, heap_mmap_threshold_mb
         self.tracker: Tracker | None = None  # rank 0's, while `run` runs
+        self.iteration_seconds: list[float] = []  # wall times of the iterations this process ran (the ETA)
 
     # -- what a task supplies ------------------------------------------------------------------
     def step(self, t: int, batch: list[tuple[int, str]]) -> tuple[dict, list[Sample]]:
@@ -144,12 +145,13 @@ class Runner:
             return strict_json.loads_numbers(wait_for(done).read_text())
         self.check_previous(t, prompts, eval_prompts, eval_references, tracker)
         started, cost = time.time(), {}
-        with stage_cost(cost, "step"):  # the iteration's own peak, apart from its evaluation's
-            metrics, trained_on = self.step(t, prompt_batch(prompts, t, self.batch_size, self.seed))
-        metrics.update(cost)
-        if self.evaluator is not None and eval_prompts and self.evaluator.due(t):
-            result = self.evaluate(self.checkpoint_dir(t), eval_prompts, eval_references, f"iter_{t:03d}/eval")
-            metrics.update({f"eval_{k}": v for k, v in result.items()})
+        with progress.iteration(t, self.iterations):
+            with stage_cost(cost, "step"):  # the iteration's own peak, apart from its evaluation's
+                metrics, trained_on = self.step(t, prompt_batch(prompts, t, self.batch_size, self.seed))
+            metrics.update(cost)
+            if self.evaluator is not None and eval_prompts and self.evaluator.due(t):
+                result = self.evaluate(self.checkpoint_dir(t), eval_prompts, eval_references, f"iter_{t:03d}/eval")
+                metrics.update({f"eval_{k}": v for k, v in result.items()})
         metrics["wall_time_s"] = round(time.time() - started, 1)
         if world_size() > 1:
             metrics["world_size"] = world_size()
@@ -181,7 +183,7 @@ class Runner:
         who = "teacher" if "teacher_reward" in metrics else "policy"  # a teacher's samples carry its name
         log.info(
             "iteration %d (%d of %d): %s reward %.3f | best-of-K %.3f | selected distinct-2 %.3f, "
-            "length %.1f | at the length cap %.0f%% | %.0f s",
+            "length %.1f | at the length cap %.0f%% | %.0f s%s",
             t,
             t + 1,
             self.iterations,
@@ -192,7 +194,14 @@ class Runner:
             metrics.get("selected_length", float("nan")),
             100 * metrics.get("capped_share", float("nan")),
             metrics["wall_time_s"],
+            f" | {left}" if (left := self.time_left(t, metrics["wall_time_s"])) else "",
         )
+
+    def time_left(self, t: int, seconds: float) -> str:
+        """The run's ETA after iteration t, from the iterations this process has run so far."""
+        self.iteration_seconds.append(seconds)
+        done = len(self.iteration_seconds)
+        return progress.eta(done, done + self.iterations - 1 - t, sum(self.iteration_seconds))
 
     def tracked(self, trainer: Callable, t: int) -> Callable:
         """Iteration t's Trainer partial, its curves sent to the run's tracker (when there is one)."""
@@ -222,7 +231,8 @@ class Runner:
     def evaluate(self, checkpoint, prompts, references, folder: str, shared: bool = False) -> dict:
         if self.evaluator is None or not prompts:
             return {}
-        return self.evaluator.evaluate(self.policy, checkpoint, prompts, references, self.run_dir / folder, shared)
+        with progress.stage("evaluation"):
+            return self.evaluator.evaluate(self.policy, checkpoint, prompts, references, self.run_dir / folder, shared)
 
     def summarise(self, before: dict, after: dict, history: list[dict]) -> None:
         print_before_after(before, after, history, self.run_dir)

@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import StoppingCriteria
 
+from raft import progress
 from raft.policies.tokens import first_stop
 from raft.sampling import Sampler
 
@@ -201,7 +202,7 @@ def sample_k(
         return tokenizer.decode(ids, skip_special_tokens=True)
 
     out: list[list[Generation]] = []
-    bar = tqdm(total=len(prompts) * K, desc=desc, unit="sample", leave=False)
+    bar = tqdm(total=len(prompts) * K, desc=progress.label(desc), unit="sample", leave=False)
     for start in range(0, len(prompts), per_call):
         ids, mask = _left_pad(prompts[start : start + per_call], pad_id, model.device)
         cache = DynamicCache(config=model.config)

@@ -16,7 +16,7 @@ import random
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from raft import strict_json
+from raft import progress, strict_json
 from raft.atomic import atomic_dir, atomic_write_text, is_complete
 from raft.distributed import global_rank, train_along, wait_for, world_size
 from raft.errors import StageError
@@ -116,7 +116,7 @@ class RaftTask(Runner):
         # 2b. DAPO's dynamic sampling: more prompts until b of them have responses of differing rewards
         pool = scored
         if self.dynamic_sampling:
-            with stage_cost(costs, "dynamic_sampling"):
+            with stage_cost(costs, "dynamic_sampling"), progress.stage("dynamic sampling"):
                 pool = self.stage(stage / "dynamic.jsonl", lambda: self.fill_mixed(t, batch, scored, checkpoint))
         # 3. select the best (local / global / KL-penalised / threshold), then drop reward-hacking samples
         selected = self.stage(stage / "selected.jsonl", lambda: self.select(pool, stage))
@@ -132,7 +132,7 @@ class RaftTask(Runner):
                     self.policy.save_unchanged(checkpoint, tmp)
             release_memory()
         # 5. how far the policy this stage produced has moved from the initial one
-        with stage_cost(costs, "kl"):
+        with stage_cost(costs, "kl"), progress.stage("KL samples"):
             kl = self.stage(stage / "kl_samples.jsonl", lambda: self.kl_samples(t, batch)) if self.tracks_kl else []
         metrics = self.metrics(t, scored, pool, selected, kl, stage)
         metrics.update(costs)
