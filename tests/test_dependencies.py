@@ -14,7 +14,7 @@ tomllib = pytest.importorskip("tomllib")
 
 ROOT = Path(__file__).resolve().parent.parent
 # used without an import of raft's: transformers reads GGUF weights with gguf; Hydra finds its plugins itself;
-# Lightning's TensorBoardLogger writes through tensorboardX; the test tools
+# Lightning's TensorBoardLogger writes through tensorboardX; the test and docs tools
 NOT_IMPORTED = {
     "gguf",
     "hydra-optuna-sweeper",
@@ -23,6 +23,7 @@ NOT_IMPORTED = {
     "tensorboardx",
     "pytest",
     "ruff",
+    "mkdocs",
     "raft-align",
 }
 # modules of optional packages that need not be installed here, and the distribution each comes from
