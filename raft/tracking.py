@@ -27,7 +27,7 @@ from raft.trackers.stage_logger import StageCurves, StageLogger
 
 log = logging.getLogger("raft")
 
-# Column order of ARCHITECTURE.md; other keys follow in the order they first appear.
+# Column order of metrics.csv (docs/design.md: the run folder); other keys follow in the order they first appear.
 COLUMNS = [
     "iteration",
     "policy_reward",

@@ -15,7 +15,7 @@ tomllib = pytest.importorskip("tomllib")
 ROOT = Path(__file__).resolve().parent.parent
 # used without an import of raft's: transformers reads GGUF weights with gguf; math-verify parses LaTeX on the
 # ANTLR runtime hydra-core also pins; Hydra finds its plugins itself; Lightning's TensorBoardLogger writes through
-# tensorboardX; the test tools
+# tensorboardX; the test and docs tools
 NOT_IMPORTED = {
     "gguf",
     "antlr4-python3-runtime",
@@ -25,6 +25,7 @@ NOT_IMPORTED = {
     "tensorboardx",
     "pytest",
     "ruff",
+    "mkdocs",
     "raft-align",
 }
 # modules of optional packages that need not be installed here, and the distribution each comes from

@@ -109,7 +109,7 @@ def duplicate_share(texts: Sequence[str]) -> float:
 
 
 def diversity_report(texts: Sequence[str], drop_punctuation: bool = False) -> dict[str, float]:
-    """All table metrics at once, tokenising once. Keys match the evaluation dict of ARCHITECTURE.md."""
+    """All table metrics at once, tokenising once. Keys match the evaluation dict (eval_* columns)."""
     token_lists = _tokenize_all(texts, drop_punctuation)
     return {
         "msttr_100": _msttr(token_lists, 100),
