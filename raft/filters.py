@@ -9,7 +9,6 @@ the image's path relative to it.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import re
 from pathlib import Path
@@ -28,7 +27,10 @@ EMOJI_PATTERN = "[\U0001f1e6-\U0001f1ff\U0001f300-\U0001faff\u2600-\u27bf\ufe0f]
 
 
 class RegexFilter:
-    """Drop samples whose response matches `pattern`, or strip the matches (and drop what ends up empty)."""
+    """Drop samples whose response matches `pattern`, or strip the matches (and drop what ends up empty).
+
+    A stripped sample loses its sampled token ids (`Sample.with_response`): fine-tuning then tokenises the
+    cleaned text, ending it with EOS only where the model stopped, instead of training on the ids it cleaned."""
 
     def __init__(self, pattern: str, action: str = "drop", name: str | None = None):
         if action not in ("drop", "strip"):
@@ -45,9 +47,14 @@ class RegexFilter:
             return [s for s in samples if not self.regex.search(s.response)]
         kept = []
         for s in samples:
+            if not self.regex.search(s.response):
+                kept.append(s)  # nothing to strip: the text and the ids the model sampled stay as they are
+                continue
             cleaned = re.sub(r"[ \t]{2,}", " ", self.regex.sub("", s.response)).strip()
             if cleaned:
-                kept.append(dataclasses.replace(s, response=cleaned) if cleaned != s.response else s)
+                # the space that led the response stays (raw-text prompts end before it, as the model wrote it)
+                lead = s.response[: len(s.response) - len(s.response.lstrip())]
+                kept.append(s.with_response(lead + cleaned))  # its ids go: the cleaned text is what trains
         return kept
 
 

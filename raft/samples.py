@@ -39,8 +39,17 @@ class Sample:
         return self.finish_reason == "length"
 
     def as_text(self) -> "Sample":
-        """The same sample without its token ids: for a model whose tokenizer did not produce them."""
+        """The same sample without its token ids: for a model whose tokenizer did not produce them.
+
+        `finish_reason` and `stop_reason` stay: a text-only sample is trained with an EOS only where the
+        model stopped (`truncated` decides), never after a response cut at max_new_tokens."""
         return dataclasses.replace(self, prompt_ids=None, response_ids=None)
+
+    def with_response(self, response: str) -> "Sample":
+        """The same sample with other text (a filter cleaned it): the sampled ids no longer spell it, so they
+        go and the policy tokenises the new text as it would have produced it; the finish status stays, so
+        the new text ends with EOS exactly where the model stopped."""
+        return self if response == self.response else dataclasses.replace(self.as_text(), response=response)
 
 
 def write_samples(path: Path, samples: Iterable[Sample]) -> None:

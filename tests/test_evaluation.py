@@ -1,7 +1,9 @@
 """The evaluator on a scripted text policy: metric keys and values, K=1 sampling, best-of-K, resume."""
 
+import importlib
 import json
 import math
+import os
 
 import pytest
 from hydra.utils import instantiate
@@ -117,3 +119,92 @@ def test_training_only_settings_do_not_change_the_evaluation_key():
 
     assert key(gradient_checkpointing=True) == key(gradient_checkpointing=False)
     assert key(sample_dtype="float32") != key(sample_dtype="bfloat16")
+
+
+REWARD_MODULE = """
+from raft.rewards.base import Reward
+
+
+class SignedLength(Reward):
+    def __init__(self, words_file=None):
+        self.words_file = words_file
+
+    def score_batch(self, prompts, responses):
+        return [SIGN * len(r.split()) for r in responses]
+
+
+SIGN = +1.0
+"""
+
+
+def write_module(path, text, mtime_ns=None):
+    """Write a file; with `mtime_ns`, put back that modification time (a copy or checkout that keeps it)."""
+    path.write_text(text)
+    if mtime_ns is not None:
+        os.utime(path, ns=(mtime_ns, mtime_ns))
+
+
+def test_a_changed_reward_module_or_file_changes_the_evaluation_key(tmp_path, monkeypatch):
+    """The key is what the reward computes, not only its name and settings: a user's reward class whose file
+    changed (the sign flipped, same size and time), or a file its settings name rewritten in place, must not
+    find the evaluation the old one scored."""
+    from raft.evaluation_cache import evaluation_key
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = tmp_path / "user_reward_for_key.py"
+    words = tmp_path / "words.txt"
+    write_module(module, REWARD_MODULE)
+    write_module(words, "good\n")
+    user_reward = importlib.import_module("user_reward_for_key")
+
+    def key():
+        reward = user_reward.SignedLength(words_file=str(words))
+        return evaluation_key(ScriptedPolicy(), None, reward, {"n_prompts": 4}, ["a prompt"], None)
+
+    before = key()
+    assert key() == before  # stable while nothing changes
+    write_module(module, REWARD_MODULE.replace("SIGN = +1.0", "SIGN = -1.0"), module.stat().st_mtime_ns)
+    after_code = key()
+    assert after_code != before
+    write_module(words, "evil\n", words.stat().st_mtime_ns)  # same size, same time, other contents
+    assert key() != after_code
+
+
+def test_an_exact_match_reward_keys_on_its_problem_sets_code(tmp_path, monkeypatch):
+    """Exact match scores against the run's data (reward.problems: ${data}); the prompts in the key do not show
+    a data class that now extracts other answers from the same questions."""
+    from raft.evaluation_cache import evaluation_key
+    from raft.rewards.exact_match import ExactMatch
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = tmp_path / "user_problems_for_key.py"
+    text = "class Problems:\n    answer = '4'\n\n    def problem(self, prompt):\n        return prompt\n\n"
+    text += "    def check(self, problem, answer):\n        return answer == self.answer\n"
+    write_module(module, text)
+    problems = importlib.import_module("user_problems_for_key").Problems
+
+    def key():
+        return evaluation_key(ScriptedPolicy(), None, ExactMatch(problems()), {}, ["2 + 2?"], None)
+
+    before = key()
+    write_module(module, text.replace("answer = '4'", "answer = '5'"), module.stat().st_mtime_ns)
+    assert key() != before
+
+
+def test_a_sweep_re_evaluates_after_the_reward_module_changed(tmp_path, monkeypatch):
+    """End to end: the first run stores its starting evaluation; the reward's code then flips its sign; the next
+    run of the sweep scores anew instead of restoring the old reward's scores."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = tmp_path / "user_reward_for_sweep.py"
+    write_module(module, REWARD_MODULE)
+    user_reward = importlib.import_module("user_reward_for_sweep")
+    cache = str(tmp_path / "cache")
+
+    def run(name):
+        evaluator = Evaluator(user_reward.SignedLength(), Sampler(K=1), cache_dir=cache)
+        return evaluator.evaluate(ScriptedPolicy(), None, ["a", "b"], None, tmp_path / name / "eval_before", True)
+
+    assert run("run0")["reward"] == 2.0
+    write_module(module, REWARD_MODULE.replace("SIGN = +1.0", "SIGN = -1.0"), module.stat().st_mtime_ns)
+    user_reward = importlib.reload(user_reward)  # the next run imports the changed module
+    assert run("run1")["reward"] == -2.0

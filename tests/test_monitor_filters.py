@@ -129,3 +129,34 @@ def test_filter_configs_compose():
     assert instantiate(OmegaConf.load("conf/filters/none.yaml")) == []
     clean = instantiate(OmegaConf.load("conf/filters/clean.yaml"))
     assert [type(f).__name__ for f in clean] == ["Deduplicate", "LengthFilter"]
+
+
+def test_a_stripped_sample_trains_on_the_cleaned_text():
+    """Fine-tuning reads a sample's ids, not its text: a strip that cleaned only the text changed nothing that
+    trains. The cleaned sample is tokenised as the model would produce it, with EOS only where it stopped."""
+    from raft.models import load_causal_lm
+    from raft.policies.causal_lm import CausalLMPolicy
+
+    policy = CausalLMPolicy("tiny-llama", chat_template=False)
+    _, tokenizer = load_causal_lm("tiny-llama")
+    eos = tokenizer.eos_token_id
+
+    def sampled(i, response, finish_reason):  # ids as sampling records them: EOS included where it stopped
+        prompt_ids, response_ids = policy.encode_pair(tokenizer, f"p{i}", response)
+        ids = response_ids + [eos] * (finish_reason == "stop")
+        return Sample(i, f"p{i}", response, prompt_ids=prompt_ids, response_ids=ids, finish_reason=finish_reason)
+
+    samples = [
+        sampled(0, " I am #blessed today", "stop"),
+        sampled(1, " so #happy and", "length"),  # cut at max_new_tokens: no EOS before or after cleaning
+        sampled(2, " no tags here", "stop"),
+    ]
+    kept, _ = apply_filters([RegexFilter(r"#\w*", action="strip")], samples)
+    rows = policy.token_rows(tokenizer, kept)
+    # the leading space stays: raw-text prompts end before it, as the model's own responses start with it
+    for (prompt_ids, response_ids), (i, text, stopped) in zip(rows, [(0, " I am today", 1), (1, " so and", 0)]):
+        want = policy.encode_pair(tokenizer, f"p{i}", text)
+        assert (prompt_ids, response_ids) == (want[0], want[1] + [eos] * stopped)
+    assert rows[2] == (samples[2].prompt_ids, samples[2].response_ids)  # nothing stripped: the sampled ids
+    assert [s.response for s in kept] == [" I am today", " so and", " no tags here"]
+    assert kept[1].truncated and not kept[0].truncated

@@ -191,6 +191,75 @@ def test_a_run_folder_keeps_one_configuration(tmp_path):
     claim(tmp_path, OmegaConf.create({**base, "sampler": {"K": 16}}), allow_changed=True)
 
 
+def _rewrite(path, text):
+    """Rewrite a file in place, keeping its modification time (as a checkout or `cp -p` may)."""
+    mtime = path.stat().st_mtime_ns
+    path.write_text(text)
+    os.utime(path, ns=(mtime, mtime))
+
+
+def test_a_run_folder_stops_when_the_rewards_or_datas_code_or_files_changed(tmp_path, monkeypatch):
+    """The same settings, other code or data: a resumed run would score or sample its later stages differently
+    from its earlier ones. The reward's module and the data's file are digested; a change stops the resume."""
+    from omegaconf import OmegaConf
+
+    from raft.run_folder import claim
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = tmp_path / "user_reward_for_claim.py"
+    module.write_text("def score(x):\n    return +x\n")
+    data_file = tmp_path / "prompts.txt"
+    data_file.write_text("write a poem\n")
+    cfg = OmegaConf.create(
+        {
+            "seed": 0,
+            "reward": {"_target_": "user_reward_for_claim.score"},
+            "data": {"_target_": "raft.data.sources.EverydayPrompts", "path": str(data_file)},
+            "task": {"reward": "${reward}", "data": "${data}"},
+        }
+    )
+    run = tmp_path / "run"
+    claim(run, cfg)
+    claim(run, cfg)  # nothing changed: the same run
+
+    _rewrite(module, "def score(x):\n    return -x\n")  # the sign flipped: same size, same time
+    with pytest.raises(ValueError, match=r"\(reward._target_@code differ; @code: .*allow_changed_config=true"):
+        claim(run, cfg)
+    claim(run, cfg, allow_changed=True)  # the escape: the new code is recorded from here on
+    claim(run, cfg)
+
+    _rewrite(data_file, "write a hymn\n")
+    with pytest.raises(ValueError, match=r"\(data.path@sha256 differ"):
+        claim(run, cfg)
+    recorded = json.loads((run / "config_fingerprint.json").read_text())
+    assert {"reward._target_@code", "data._target_@code", "data.path@sha256"} <= recorded.keys()
+    assert not any(k.startswith("task.") and k.endswith(("@code", "@sha256")) for k in recorded)  # digested once
+
+
+def test_a_fingerprint_without_digests_and_the_runs_own_files_do_not_stop_a_resume(tmp_path):
+    """A run folder from before raft kept digests resumes (and records them); a file inside the run folder (the
+    reward model a pipeline trains into it) is the run's own output, not an input that changed."""
+    from omegaconf import OmegaConf
+
+    from raft.run_folder import FINGERPRINT, claim
+
+    run = tmp_path / "run"
+    trained = run / "reward_model"
+    cfg = OmegaConf.create(
+        {"seed": 0, "reward": {"_target_": "raft.rewards.reward_model.TrainedRewardModel", "path": str(trained)}}
+    )
+    claim(run, cfg)
+    trained.mkdir()
+    (trained / "config.json").write_text("{}")  # the pipeline's reward-model stage wrote it
+    claim(run, cfg)
+    fingerprint = json.loads((run / FINGERPRINT).read_text())
+    assert "reward._target_@code" in fingerprint and "reward.path@sha256" not in fingerprint
+    older = {k: v for k, v in fingerprint.items() if not k.endswith(("@code", "@sha256"))}
+    (run / FINGERPRINT).write_text(json.dumps(older))  # as raft wrote it before
+    claim(run, cfg)
+    assert "reward._target_@code" in json.loads((run / FINGERPRINT).read_text())
+
+
 def _claim_and_wait(path, ready, release):
     from omegaconf import OmegaConf
 

@@ -93,7 +93,9 @@ def test_trained_and_scored_ids_are_the_sampled_ids(model_folder, tmp_path):
         assert s.response == tokenizer.decode(
             s.response_ids[: len(s.response_ids) - (s.finish_reason == "stop")], skip_special_tokens=True
         )
-    policy.finetune(None, samples, tmp_path / "ckpt", functools.partial(RecordingSFT, lr=1e-3), quiet_trainer())
+    policy.finetune(
+        None, samples, tmp_path / "ckpt", functools.partial(RecordingSFT, lr=1e-3), quiet_trainer(max_steps=1)
+    )
     for s, row in zip(samples, RecordingSFT.seen):  # byte for byte what the model produced, after its prompt
         assert row["input_ids"] == s.prompt_ids + s.response_ids
         assert row["labels"] == [IGNORE] * len(s.prompt_ids) + s.response_ids
@@ -241,7 +243,7 @@ def test_a_teachers_samples_are_reported_under_its_name_and_trained_as_text(tmp_
         sampler=Sampler(K=2, max_new_tokens=6),
         selector=LocalRanking(),
         module=functools.partial(SFTModule, lr=1e-3),
-        trainer=quiet_trainer(),
+        trainer=quiet_trainer(max_steps=1),
         output_dir=tmp_path,
         iterations=1,
         batch_size=2,
@@ -251,3 +253,53 @@ def test_a_teachers_samples_are_reported_under_its_name_and_trained_as_text(tmp_
     assert {"teacher_reward", "teacher_best_of_k_reward", "kl"} <= metrics.keys()
     assert "policy_reward" not in metrics and "best_of_k_reward" not in metrics
     assert seen and all(s.response_ids is None and s.prompt_ids is None for s in seen)
+
+
+def test_a_replayed_teachers_capped_response_is_trained_without_an_eos(tmp_path):
+    """Table 7's recorded teacher: a response the teacher was cut off in (max_new_tokens) must not teach the
+    student to stop there. Its stop reasons travel from the teacher's samples.jsonl to the student's rows."""
+    from raft.policies.recorded import RecordedSamples
+    from raft.rewards.base import Reward
+    from raft.samples import read_samples, write_samples
+    from raft.selection import LocalRanking
+    from raft.tasks.raft import RaftTask
+
+    class Constant(Reward):
+        def score_batch(self, prompts, responses):
+            return [1.0] * len(responses)
+
+    prompts = ["Tell me about rice", "Tell me about tea"]
+    teacher_ids = {"prompt_ids": [901, 902], "response_ids": [903, 904, 905]}  # the teacher tokenizer's, not ours
+    write_samples(
+        tmp_path / "teacher" / "iter_000" / "samples.jsonl",
+        [
+            Sample(0, prompts[0], " Rice is a grain that", **teacher_ids, finish_reason="length"),
+            Sample(1, prompts[1], " Tea is a drink.", **teacher_ids, finish_reason="stop", stop_reason=2),
+        ],
+    )
+    student = CausalLMPolicy("tiny-llama", chat_template=False, sample_dtype="float32", device="cpu")
+    loop = RaftTask(
+        policy=student,
+        reward=Constant(),
+        sampler=Sampler(K=1, max_new_tokens=6),
+        selector=LocalRanking(),
+        module=functools.partial(RecordingSFT, lr=1e-3),
+        trainer=quiet_trainer(max_steps=1),
+        output_dir=tmp_path / "student",
+        iterations=1,
+        batch_size=2,
+        track_kl=False,
+        teacher=RecordedSamples(str(tmp_path / "teacher")),
+    )
+    [metrics] = loop.run_iterations(prompts)
+    replayed = {s.prompt_idx: s for s in read_samples(tmp_path / "student" / "iter_000" / "samples.jsonl")}
+    assert (replayed[0].finish_reason, replayed[1].finish_reason, replayed[1].stop_reason) == ("length", "stop", 2)
+    assert replayed[0].response_ids is None  # the student scores and trains the text its own way
+    assert metrics["capped_share"] == 0.5  # the teacher's capped share, reported as such
+    _, tokenizer = load_causal_lm("tiny-llama")
+    rows = {row["prompt_idx"]: row for row in RecordingSFT.seen}
+    for idx, finished in ((0, False), (1, True)):
+        prompt_ids, response_ids = student.encode_pair(tokenizer, prompts[idx], replayed[idx].response)
+        want = response_ids + [tokenizer.eos_token_id] * finished
+        assert rows[idx]["input_ids"] == prompt_ids + want
+        assert rows[idx]["labels"] == [IGNORE] * len(prompt_ids) + want

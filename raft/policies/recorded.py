@@ -8,6 +8,7 @@ teacher trained on. The student's run must ask for the same prompts (same data, 
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -36,7 +37,17 @@ class RecordedSamples(Policy):
         counts = {i: sum(s.prompt_idx == i for s in recorded) for i in asked}
         if set(counts.values()) != {sampler.K}:
             raise ValueError(f"{path} has {sorted(set(counts.values()))} samples per prompt, sampler.K is {sampler.K}")
-        return [Sample(s.prompt_idx, s.prompt, s.response, s.sample_idx) for s in recorded]  # rewards: re-scored
+        return [replayed(s) for s in recorded]
 
     def finetune(self, *args, **kwargs) -> None:
         raise TypeError("RecordedSamples replays a finished run; it cannot be fine-tuned (use it as task.teacher)")
+
+
+def replayed(s: Sample) -> Sample:
+    """A teacher's recorded sample as the student's stage gets it: the text and how it ended.
+
+    The rewards and log-probabilities are the student run's to compute (re-scored), the token ids are the
+    teacher tokenizer's (the student tokenises the text its own way). `finish_reason` / `stop_reason` stay:
+    a response the teacher left cut at max_new_tokens must not be trained with an EOS, nor counted finished
+    by `sampler.truncated=drop` or the capped share."""
+    return dataclasses.replace(s.as_text(), reward=None, logp=None, ref_logp=None)
