@@ -36,7 +36,7 @@ def compose(preset: str, overrides: list[str]):
 
     import raft.resolvers  # noqa: F401  (raft's ${raft_with:...} and ${raft_asset:...})
 
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(ROOT / "raft" / "conf"), version_base="1.3"):
         return hydra_compose("config", overrides=[*preset_override(preset), *overrides], return_hydra_config=True)
 
 

@@ -1,6 +1,6 @@
 """Held-out evaluation in the paper's test setting: reward, reference perplexity and diversity.
 
-One response per prompt (temperature 0.7, top-k 40, 128 new tokens in `conf/evaluator/default.yaml`),
+One response per prompt (temperature 0.7, top-k 40, 128 new tokens in `raft/conf/evaluator/default.yaml`),
 scored by the reward; the policy's perplexity on reference responses; GEM diversity metrics on the
 responses. Results are cached in the output folder, so a resumed run does not evaluate twice.
 """

@@ -20,7 +20,7 @@ from raft.modules.fitting import NonFiniteLoss, TrainingInterrupted
 from raft.monitor import RewardHackingDetected
 from raft.run_folder import claim
 
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")  # inside the package: a wheel carries it
 
 
 def build_task(cfg: DictConfig):

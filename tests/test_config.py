@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 import raft.resolvers  # noqa: F401
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
+CONF = Path(__file__).resolve().parent.parent / "raft" / "conf"
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name != "hydra")
 OPTIONS = [
     (g, str(f.relative_to(CONF / g).with_suffix(""))) for g in GROUPS for f in sorted((CONF / g).rglob("*.yaml"))

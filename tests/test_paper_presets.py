@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 import raft.resolvers  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
-CONF = ROOT / "conf"
+CONF = ROOT / "raft" / "conf"
 PAPER = CONF / "experiment" / "paper"
 OTHER_PAPERS = {
     "gsm8k_qwen"

@@ -159,7 +159,7 @@ def test_task_config_composes_with_its_data_and_module():
 
     import raft.resolvers  # noqa: F401
 
-    conf = Path(__file__).resolve().parents[1] / "conf"
+    conf = Path(__file__).resolve().parents[1] / "raft" / "conf"
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
         cfg = compose(config_name="config", overrides=["task=reward_model"])
     assert cfg.task._target_ == "raft.tasks.reward_model.RewardModelTask"

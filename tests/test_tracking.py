@@ -105,7 +105,7 @@ def test_logger_configs_are_partial(tmp_path):
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    make = instantiate(OmegaConf.load("conf/logger/csv.yaml"))
+    make = instantiate(OmegaConf.load("raft/conf/logger/csv.yaml"))
     tracker = make(run_dir=tmp_path)
     tracker.log_iteration({"iteration": 0})
     assert (tmp_path / "metrics.csv").exists()

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from raft import strict_json
 from raft.ppo.advantages import gae, whiten
 from raft.ppo.kl_controller import AdaptiveKLController, FixedKLController
 from raft.ppo.losses import policy_loss, value_loss
@@ -335,7 +336,7 @@ class PPOModule(pl.LightningModule):
         trainable = {n: p.detach().cpu() for n, p in self.named_parameters() if p.requires_grad}
         optimizer = self.configure_optimizers().state_dict()
         torch.save({"trainable": trainable, "optimizer": optimizer, "updates": self._updates}, folder / STATE_FILE)
-        (folder / KL_FILE).write_text(json.dumps(self.kl_controller.state_dict()))
+        (folder / KL_FILE).write_text(strict_json.dumps(self.kl_controller.state_dict()))
 
     def load_state(self, folder: Path) -> None:
         folder = Path(folder)

@@ -8,6 +8,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from raft import strict_json
 from raft.devices import pick_device
 from raft.distributed import is_rank_zero
 from raft.engines.vllm_engine import VLLMEngine
@@ -206,7 +207,7 @@ class CausalLMPolicy(Policy):
             model.save_pretrained(out_dir, state_dict=state)  # a LoRA model saves only its adapter
             tokenizer.save_pretrained(out_dir)
             if hasattr(lit, "training_stats"):  # RAFT++ / GRPO: clip fraction, approx KL, ... of this fit
-                (Path(out_dir) / TRAINING_STATS).write_text(json.dumps(lit.training_stats()))
+                (Path(out_dir) / TRAINING_STATS).write_text(strict_json.dumps(lit.training_stats()))
 
     def save_unchanged(self, checkpoint, out_dir: Path) -> None:
         if checkpoint is not None:

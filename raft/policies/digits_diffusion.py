@@ -22,6 +22,7 @@ from diffusers import DDPMScheduler, UNet2DModel
 from PIL import Image
 from tqdm.auto import tqdm
 
+from raft import strict_json
 from raft.atomic import atomic_dir, atomic_write_text
 from raft.images import open_image, save_png, stage_dir_of
 from raft.locks import file_lock
@@ -130,7 +131,7 @@ class DigitsDiffusionPolicy(Policy):
         with atomic_dir(self.pretrained_dir) as tmp:
             unet.save_pretrained(tmp / "unet")
             scheduler.save_pretrained(tmp / "scheduler")
-            atomic_write_text(tmp / "pretrain.json", json.dumps(self.settings, indent=1))
+            atomic_write_text(tmp / "pretrain.json", strict_json.dumps(self.settings, indent=1))
         return self.pretrained_dir
 
     @staticmethod
