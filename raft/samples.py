@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+from raft import strict_json
 from raft.atomic import atomic_write_text
 
 
@@ -53,7 +54,7 @@ class Sample:
 
 
 def write_samples(path: Path, samples: Iterable[Sample]) -> None:
-    lines = (json.dumps(dataclasses.asdict(s), ensure_ascii=False) for s in samples)
+    lines = (strict_json.dumps(dataclasses.asdict(s), ensure_ascii=False) for s in samples)
     atomic_write_text(Path(path), "".join(line + "\n" for line in lines))
 
 

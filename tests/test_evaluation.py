@@ -89,7 +89,11 @@ def test_no_references_gives_nan_perplexity(tmp_path):
 
 def test_default_config_is_the_paper_test_setting():
     root = OmegaConf.create(
-        {"seed": 3, "sampler": {"stop": ["\n\nHuman:"]}, "evaluator": OmegaConf.load("raft/conf/evaluator/default.yaml")}
+        {
+            "seed": 3,
+            "sampler": {"stop": ["\n\nHuman:"]},
+            "evaluator": OmegaConf.load("raft/conf/evaluator/default.yaml"),
+        }
     )
     root.evaluator.reward = {"_target_": "tests.test_evaluation.WordCountReward"}
     evaluator = instantiate(root.evaluator)
