@@ -88,7 +88,7 @@ def test_bad_settings_fail_early():
 
 
 def test_paper_filters_remove_exactly_the_hacked_samples():
-    filters = instantiate(OmegaConf.load("conf/filters/hashtag_emoji.yaml")) + [Deduplicate()]
+    filters = instantiate(OmegaConf.load("raft/conf/filters/hashtag_emoji.yaml")) + [Deduplicate()]
     samples = as_samples(HACKED + ["so happy \U0001f600", "fine ✨ thanks"])
     kept, removed = apply_filters(filters, samples)
     assert removed == {"hashtag": 2, "emoji": 2, "duplicates": 2}
@@ -126,8 +126,8 @@ def test_same_kind_filters_keep_separate_counts():
 
 
 def test_filter_configs_compose():
-    assert instantiate(OmegaConf.load("conf/filters/none.yaml")) == []
-    clean = instantiate(OmegaConf.load("conf/filters/clean.yaml"))
+    assert instantiate(OmegaConf.load("raft/conf/filters/none.yaml")) == []
+    clean = instantiate(OmegaConf.load("raft/conf/filters/clean.yaml"))
     assert [type(f).__name__ for f in clean] == ["Deduplicate", "LengthFilter"]
 
 

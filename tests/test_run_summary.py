@@ -43,6 +43,11 @@ def test_the_before_after_table_is_in_main_log_and_on_the_console_once(hydra_log
     assert f"run folder: {tmp_path}" in log
 
 
-def test_without_logging_set_up_the_table_is_printed(tmp_path, capsys):
+def test_without_logging_set_up_the_table_is_printed(tmp_path, capsys, monkeypatch):
+    import logging
+
+    for name in ("", "raft"):  # handlers an earlier test (a Hydra run in this process) left behind
+        monkeypatch.setattr(logging.getLogger(name), "handlers", [])
+    monkeypatch.setattr(logging.getLogger("raft"), "propagate", True)
     print_before_after(BEFORE, AFTER, HISTORY, tmp_path)
     assert capsys.readouterr().out.count("Before/after on 4 held-out prompts:") == 1

@@ -111,7 +111,7 @@ def test_a_finished_stage_leaves_no_model_alive(tiny_lm_folder, tmp_path):
     from raft.modules.sft import SFTModule
     from raft.tracking import Tracker
 
-    with initialize_config_dir(config_dir=str(Path(__file__).parent.parent / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(Path(__file__).parent.parent / "raft" / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=["trainer.max_epochs=1", "trainer.accelerator=cpu", "trainer.precision=32"])
     make = instantiate(cfg.trainer, _convert_="all")  # as raft/main.py builds it
     policy = CausalLMPolicy(str(tiny_lm_folder), chat_template=False, sample_dtype="float32", device="cpu")

@@ -45,6 +45,11 @@ def fit_to_completion(trainer, module) -> None:
     except SystemExit:
         if not trainer.interrupted:
             raise
+        if trainer.received_sigterm:
+            raise TrainingInterrupted(
+                "training was stopped before it finished (SIGTERM); nothing was saved for this stage; run the same "
+                "command again to resume"
+            ) from None
         # Lightning turns Ctrl-C in a fit into sys.exit(1) and ignores SIGINT from then on: give Ctrl-C back and
         # raise it as what it was, so the command line can say how to resume
         signal.signal(signal.SIGINT, signal.default_int_handler)

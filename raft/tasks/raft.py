@@ -274,7 +274,7 @@ class RaftTask(Runner):
         removed: dict[str, int] = {}
         if self.selector.mixed_prompts_only:  # Reinforce-Rej's filter: prompts, on all K rewards
             scored, removed["uniform_groups"] = mixed_prompts(scored)
-        if self.sampler.truncated == "drop":  # rank only what the model finished
+        if getattr(self.sampler, "truncated", "train") == "drop":  # rank only what the model finished (text)
             finished = [s for s in scored if not s.truncated]
             removed["truncated"] = len(scored) - len(finished)
             scored = finished
