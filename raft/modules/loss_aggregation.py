@@ -16,10 +16,10 @@ from typing import Sequence
 
 import torch
 
+from raft.modules.sft import IGNORE
 from raft.ppo.masked import masked_sum
 
 LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
-IGNORE = -100
 
 
 def check_loss_type(loss_type: str, max_completion_length: int | None) -> None:
