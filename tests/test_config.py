@@ -168,3 +168,28 @@ def test_every_preset_gives_its_module_only_arguments_it_takes(experiment):
     accepted = inspect.signature(getattr(importlib.import_module(path), name)).parameters
     unknown = [k for k in module if not k.startswith("_") and k not in accepted]
     assert not unknown, f"{module._target_} takes no {unknown}"
+
+
+METHOD_SWAPS = ["task=grpo", "task=reinforce_rej", "module=raftpp selector=threshold", "selector=all"]
+
+
+@pytest.mark.parametrize("swap", METHOD_SWAPS)
+@pytest.mark.parametrize("experiment", ["arithmetic_raft", "arithmetic_methods", "hh_rlhf_mini"])
+def test_a_method_swapped_into_a_preset_builds_its_selector_and_module(experiment, swap):
+    """A preset's selector or module settings must not break the methods its comments offer on top of it (the
+    arithmetic preset's `selector.beta` once stopped `task=grpo`: KeepAll takes no beta)."""
+    import importlib
+
+    cfg = compose_with(f"experiment={experiment}", *swap.split())
+    instantiate(cfg.selector)
+    path, _, name = cfg.module._target_.rpartition(".")
+    accepted = {p for c in getattr(importlib.import_module(path), name).__mro__ for p in _init_parameters(c)}
+    assert not [k for k in cfg.module if not k.startswith("_") and k not in accepted]
+
+
+def _init_parameters(cls) -> list[str]:
+    """The named parameters of a class's own __init__ (its **kwargs go up the MRO, which the caller walks)."""
+    import inspect
+
+    init = cls.__dict__.get("__init__")
+    return list(inspect.signature(init).parameters) if init is not None else []
