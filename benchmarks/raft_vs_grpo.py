@@ -34,7 +34,7 @@ def compose(preset: str, overrides: list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    import raft.resolvers  # noqa: F401  (raft's ${raft_with:...} and ${raft_asset:...})
+    import raft.cli.resolvers  # noqa: F401  (raft's ${raft_with:...} and ${raft_asset:...})
 
     with initialize_config_dir(config_dir=str(ROOT / "raft" / "conf"), version_base="1.3"):
         return hydra_compose("config", overrides=[*preset_override(preset), *overrides], return_hydra_config=True)
@@ -115,9 +115,9 @@ def trl_worker(args) -> None:
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from raft.models import load_causal_lm
-    from raft.resources import peak_memory, reset_peak_memory
-    from raft.runner import prompt_batch
+    from raft.infra.resources import peak_memory, reset_peak_memory
+    from raft.policies.models import load_causal_lm
+    from raft.tasks.runner import prompt_batch
 
     cfg = compose(args.preset, args.set)
     out = Path(args.out)

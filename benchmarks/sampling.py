@@ -24,10 +24,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
 from raft.data.sources import PreferencePairs  # noqa: E402
-from raft.engines.vllm_engine import VLLMEngine  # noqa: E402
+from raft.infra.resources import reset_peak_memory  # noqa: E402
 from raft.policies.causal_lm import CausalLMPolicy  # noqa: E402
-from raft.resources import reset_peak_memory  # noqa: E402
-from raft.sampling import Sampler  # noqa: E402
+from raft.sampling.engines.vllm_engine import VLLMEngine  # noqa: E402
+from raft.sampling.sampler import Sampler  # noqa: E402
 
 HH = Path(__file__).resolve().parent.parent / "raft" / "assets" / "hh_rlhf" / "harmless-base.jsonl.gz"
 

@@ -1,3 +1,3 @@
-from raft.cli import main
+from raft.cli.dispatch import main
 
 main()

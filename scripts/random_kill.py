@@ -25,8 +25,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from raft.faults import SMALL_RUN as RUN  # noqa: E402
-from raft.run_outcome import differences, outcome  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the fault tests' run and outcome
+from run_outcome import SMALL_RUN as RUN  # noqa: E402
+from run_outcome import differences, outcome  # noqa: E402
 
 
 def start(base: Path, overrides: list[str]) -> subprocess.Popen:

@@ -30,8 +30,8 @@ def quiet_trainer_fixture():
 
 @pytest.fixture(scope="session")
 def tiny_lm_folder(tmp_path_factory):
-    """A random-weight Llama and its small tokenizer saved as a model folder (raft.models.build_tiny_causal_lm)."""
-    from raft.models import build_tiny_causal_lm
+    """A random-weight Llama and its small tokenizer saved as a model folder (raft.policies.models)."""
+    from raft.policies.models import build_tiny_causal_lm
 
     return build_tiny_causal_lm(tmp_path_factory.mktemp("tiny_llama"))
 

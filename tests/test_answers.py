@@ -10,11 +10,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from raft import answers
-from raft.answers import extract_answer, same_answer  # the rest as answers.X: the table runs on old code too
 from raft.data.arithmetic import ArithmeticProblems
 from raft.data.countdown import CountdownProblems
 from raft.data.math_hub import HubProblems
+from raft.rewards import answers
+from raft.rewards.answers import extract_answer, same_answer  # the rest as answers.X: the table runs on old code too
 from raft.rewards.exact_match import ExactMatch
 
 # (given, reference, equivalent): the answer a response gives, the dataset's reference answer
@@ -188,7 +188,7 @@ def test_reward_extraction_option(tmp_path):
 
 
 def test_evaluate_module_takes_the_extraction():
-    from raft.evaluate_modules import load
+    from raft.evaluation.evaluate_modules import load
 
     metric = load("exact_match")
     predictions, references = ["#### 1,000", "So 1,000.", "Answer: \\frac12"], ["1000", "1000", "0.5"]

@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-import raft.resolvers  # noqa: F401
+import raft.cli.resolvers  # noqa: F401
 
 CONF = Path(__file__).resolve().parent.parent / "raft" / "conf"
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name != "hydra")
@@ -49,7 +49,7 @@ def test_bf16_defaults_follow_the_hardware():
     than fp32 on this project's 2-core EPYC), and the defaults were bf16 everywhere."""
     import torch
 
-    from raft.devices import native_bf16
+    from raft.infra.devices import native_bf16
 
     native = native_bf16()
     if not torch.cuda.is_available():
@@ -91,7 +91,7 @@ def test_cheap_groups_instantiate_from_every_option(group):
 def test_sampler_generation_kwargs_come_from_the_command_line_and_are_checked():
     """Empty by default (the pure distribution), for the run's sampler and the evaluator's; a key given on the
     command line reaches the run's Sampler, nested lists included, with or without OmegaConf's containers."""
-    from raft.sampling import Sampler
+    from raft.sampling.sampler import Sampler
 
     cfg = compose_with()
     assert (
@@ -148,7 +148,7 @@ def test_help_and_cfg_job_work():
 
 
 def test_objective_picks_a_float_from_the_task_result():
-    from raft.main import objective
+    from raft.cli.main import objective
 
     result = {"after": {"reward": 0.25}, "before": {}}
     assert objective(result, None) is result

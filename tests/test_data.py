@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from raft.cli.resolvers import asset_path
 from raft.data import EverydayPrompts, Pair, PreferencePairs, split_dialogue
 from raft.data.preference_pairs import parse_row, split_indices
 from raft.data.sources import EVERYDAY_PROMPTS
-from raft.resolvers import asset_path
 
 HH = asset_path("hh_rlhf/harmless-base.jsonl.gz")  # the 2,015 harmless-base pairs shipped with raft
 

@@ -22,9 +22,9 @@ from raft.rewards.image.aesthetic import AestheticReward, MLPAestheticHead
 from raft.rewards.image.clip_score import ClipScoreReward
 from raft.rewards.image.digit_classifier import DigitClassifierReward
 from raft.rewards.image.jpeg import JpegCompressibilityReward
-from raft.samples import read_samples
-from raft.sampling_image import DiffusionSampler
-from raft.selection import LocalRanking
+from raft.sampling.image import DiffusionSampler
+from raft.sampling.samples import read_samples
+from raft.selectors.selection import LocalRanking
 from raft.tasks.raft import RaftTask
 
 TRAINER = quiet_trainer(max_steps=2, max_epochs=None)
@@ -263,7 +263,7 @@ def test_image_rewards_name_what_is_missing(tiny_clip):
 
 def test_digit_reward_recognises_real_digits():
     """On scikit-learn's digits the MNIST CNN should mostly name the right digit (no hard-coded score)."""
-    from raft.models.digits import digits_dataset
+    from raft.policies.models.digits import digits_dataset
 
     pixels, labels = digits_dataset(16)
     images = [Image.fromarray(((p[0].numpy() + 1) * 127.5).astype(np.uint8), mode="L") for p in pixels[:200]]
@@ -273,7 +273,7 @@ def test_digit_reward_recognises_real_digits():
 
 
 def test_legibility_is_the_best_digit_whatever_the_prompt():
-    from raft.models.digits import digits_dataset
+    from raft.policies.models.digits import digits_dataset
 
     pixels, labels = digits_dataset(16)
     images = [Image.fromarray(((p[0].numpy() + 1) * 127.5).astype(np.uint8), mode="L") for p in pixels[:50]]
@@ -346,8 +346,8 @@ def test_diffusion_task_from_config_writes_table_and_grids(tmp_path, run_dir):
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    import raft.resolvers  # noqa: F401
-    from raft.main import CONFIG_DIR
+    import raft.cli.resolvers  # noqa: F401
+    from raft.cli.main import CONFIG_DIR
 
     overrides = [
         "experiment=digits_alignment",
@@ -416,8 +416,8 @@ def test_digit_reward_lowpass_sees_the_native_resolution():
 
 
 def test_image_filters_read_the_stage_images(tmp_path):
-    from raft.filters import DarkBackgroundFilter, InkShareFilter, apply_filters
-    from raft.samples import Sample
+    from raft.sampling.samples import Sample
+    from raft.selectors.filters import DarkBackgroundFilter, InkShareFilter, apply_filters
 
     clean = np.zeros((4, 4), dtype=np.uint8)
     clean[1:3, 1:3] = 255  # ink share 4/16 = 0.25, border mean 0
@@ -451,7 +451,7 @@ def test_digits_expert_data_only_of_the_prompted_digits(tmp_path):
 
 
 def test_digits_trainable_and_frozen_pick_the_fine_tuned_weights(tmp_path):
-    from raft.models.digits import build_digits_unet
+    from raft.policies.models.digits import build_digits_unet
 
     unet = build_digits_unet(8, (8, 16, 16))
     total = sum(p.numel() for p in unet.parameters())

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from raft.data.sources import EverydayPrompts
-from raft.distributed import global_rank, local_rank, wait_for, world_size
-from raft.runner import prompt_batch
+from raft.infra.distributed import global_rank, local_rank, wait_for, world_size
+from raft.tasks.runner import prompt_batch
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,8 +47,8 @@ def test_every_trainer_gets_its_own_copy_of_a_strategy_object():
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    from raft.modules.new_trainer import new_trainer
-    from raft.validation import check_partial
+    from raft.cli.validation import check_partial
+    from raft.trainer.new_trainer import new_trainer
 
     strategy = {"_target_": "pytorch_lightning.strategies.SingleDeviceStrategy", "device": "cpu"}
     make = instantiate(
@@ -139,7 +139,7 @@ def test_two_ranks_run_one_raft_loop(tmp_path):
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="Lightning's FSDP strategy runs on GPUs only (two here)")
 def test_fsdp_saves_a_whole_checkpoint_that_loads(tmp_path):
     """Under FSDP each rank holds a shard; the stage's checkpoint is the whole model, gathered on rank 0."""
-    from raft.models import load_causal_lm
+    from raft.policies.models import load_causal_lm
 
     command = [
         sys.executable,
@@ -178,7 +178,7 @@ def test_fsdp_on_cpu_saves_a_whole_checkpoint_that_loads(tmp_path):
     """Lightning's FSDP strategy over gloo (tests/fsdp_on_cpu.py): each rank holds a shard while it trains; the
     stage's checkpoint is the whole model, gathered on rank 0. Iteration 1 samples from iteration 0's gathered
     checkpoint and trains on; both equal a DDP run's, so the gathered weights are the trained ones."""
-    from raft.models import load_causal_lm
+    from raft.policies.models import load_causal_lm
 
     def run(strategy: str, folder: Path) -> dict:
         command = [

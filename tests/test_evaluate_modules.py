@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from raft.evaluate_modules import MODULES, module_path
-from raft.metrics.diversity import distinct_n, diversity_report, mean_length, msttr, unique_n
+from raft.evaluation.evaluate_modules import MODULES, module_path
+from raft.evaluation.metrics.diversity import distinct_n, diversity_report, mean_length, msttr, unique_n
 
 ROOT = Path(__file__).resolve().parent.parent
 TEXTS = [
@@ -21,7 +21,7 @@ TEXTS = [
 ] * 12
 LOAD_ALL = """
 import json, sys
-from raft.evaluate_modules import MODULES, load
+from raft.evaluation.evaluate_modules import MODULES, load
 texts = json.loads(sys.stdin.read())
 results = {name: load(name).compute(predictions=texts) for name in MODULES if name != "exact_match"}
 results["exact_match"] = load("exact_match").compute(predictions=["Answer: 3", "Answer: 4"], references=["3", "5"])
@@ -61,7 +61,7 @@ def test_every_module_loads_offline_and_matches_raft(tmp_path):
 
 
 def test_module_arguments_reach_raft_functions():
-    from raft.evaluate_modules import load
+    from raft.evaluation.evaluate_modules import load
 
     assert load("msttr").compute(predictions=TEXTS, window=50, drop_punctuation=True) == {
         "msttr_50": pytest.approx(msttr(TEXTS, window=50, drop_punctuation=True))
@@ -79,7 +79,7 @@ def test_modules_are_shipped_with_the_package():
 
 def test_exact_match_gives_the_accuracy_of_the_exact_match_reward():
     from raft.data.arithmetic import ArithmeticProblems
-    from raft.evaluate_modules import load
+    from raft.evaluation.evaluate_modules import load
     from raft.rewards.exact_match import ExactMatch
 
     problems = ArithmeticProblems(n_train=8, n_test=8, seed=3)

@@ -6,8 +6,8 @@ import math
 import pytest
 from hydra import compose, initialize_config_dir
 
-from raft.main import CONFIG_DIR, ConfigError, build_task
-from raft.samples import read_samples
+from raft.cli.main import CONFIG_DIR, ConfigError, build_task
+from raft.sampling.samples import read_samples
 
 
 def make_task(tmp_path, *overrides):

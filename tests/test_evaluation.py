@@ -9,11 +9,11 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from raft.evaluation import Evaluator
+from raft.evaluation.evaluator import Evaluator
 from raft.policies.base import Policy
 from raft.rewards.base import Reward
-from raft.samples import Sample, read_samples
-from raft.sampling import Sampler
+from raft.sampling.sampler import Sampler
+from raft.sampling.samples import Sample, read_samples
 
 
 class WordCountReward(Reward):
@@ -113,7 +113,7 @@ def test_training_only_settings_do_not_change_the_evaluation_key():
     shares the starting evaluation; a setting that does change it (the sampling dtype) does not."""
     import types
 
-    from raft.evaluation_cache import evaluation_key
+    from raft.evaluation.cache import evaluation_key
     from raft.policies.causal_lm import CausalLMPolicy
 
     def key(**settings):
@@ -152,7 +152,7 @@ def test_a_changed_reward_module_or_file_changes_the_evaluation_key(tmp_path, mo
     """The key is what the reward computes, not only its name and settings: a user's reward class whose file
     changed (the sign flipped, same size and time), or a file its settings name rewritten in place, must not
     find the evaluation the old one scored."""
-    from raft.evaluation_cache import evaluation_key
+    from raft.evaluation.cache import evaluation_key
 
     monkeypatch.syspath_prepend(str(tmp_path))
     module = tmp_path / "user_reward_for_key.py"
@@ -177,7 +177,7 @@ def test_a_changed_reward_module_or_file_changes_the_evaluation_key(tmp_path, mo
 def test_an_exact_match_reward_keys_on_its_problem_sets_code(tmp_path, monkeypatch):
     """Exact match scores against the run's data (reward.problems: ${data}); the prompts in the key do not show
     a data class that now extracts other answers from the same questions."""
-    from raft.evaluation_cache import evaluation_key
+    from raft.evaluation.cache import evaluation_key
     from raft.rewards.exact_match import ExactMatch
 
     monkeypatch.syspath_prepend(str(tmp_path))

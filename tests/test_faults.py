@@ -1,7 +1,7 @@
 """Fault injection (issue #11, item 5): a small run is SIGKILLed at every write it makes, resumed after each kill,
 and must end exactly as a run that was never stopped: the same metrics.csv, selected sets, evaluation and weights.
 
-The kill points come from the uninterrupted run itself (`RAFT_FAULT_LOG`, raft/faults.py): every write, inside
+The kill points come from the uninterrupted run itself (`RAFT_FAULT_LOG`, raft/infra/faults.py): every write, inside
 (complete under its temporary name, not yet renamed) and a sample of just after. Each life of the run is forked from a
 server process that has imported raft, running raft's real entry point: a kill costs no fresh interpreter start.
 """
@@ -15,9 +15,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from raft.faults import SMALL_RUN as RUN
-from raft.run_outcome import differences, outcome
+from run_outcome import SMALL_RUN as RUN
+from run_outcome import differences, outcome
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +25,7 @@ pytestmark = pytest.mark.slow
 # threads (torch's pools, W&B's service) that earlier tests leave in this process, which a plain fork inherits
 # and can hang on.
 FORKSERVER = multiprocessing.get_context("forkserver")
-FORKSERVER.set_forkserver_preload(["raft.main"])
+FORKSERVER.set_forkserver_preload(["raft.cli.main"])
 
 
 def _life(base: Path, kill_at: str | None, log: Path | None) -> None:
@@ -35,7 +34,7 @@ def _life(base: Path, kill_at: str | None, log: Path | None) -> None:
         if value:
             os.environ[name] = str(value)
     sys.argv = ["raft", *RUN, f"evaluator.cache_dir={base / 'cache'}", f"hydra.run.dir={base / 'run'}"]
-    from raft.main import hydra_main
+    from raft.cli.main import hydra_main
 
     hydra_main()
 

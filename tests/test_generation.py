@@ -3,10 +3,10 @@ import copy
 import pytest
 import torch
 
-from raft.models import build_tiny_causal_lm, load_causal_lm
-from raft.policies.generation import sample_k
+from raft.policies.models import build_tiny_causal_lm, load_causal_lm
 from raft.policies.tokens import stop_token_ids
-from raft.sampling import Sampler
+from raft.sampling.generation import sample_k
+from raft.sampling.sampler import Sampler
 
 
 def encode(tokenizer, prompts):

@@ -12,10 +12,10 @@ from conftest import quiet_trainer
 from raft.modules.clipped_ratio import k3
 from raft.modules.grpo import GRPOModule
 from raft.modules.raftpp import RaftPPModule
+from raft.modules.rl.advantages import group_advantages
 from raft.modules.sft import SFTModule, pad_batch, training_rows
 from raft.policies.causal_lm import CausalLMPolicy
-from raft.ppo.advantages import group_advantages
-from raft.samples import Sample, read_samples
+from raft.sampling.samples import Sample, read_samples
 
 pytestmark = pytest.mark.filterwarnings(r"ignore:You are trying to `self.log\(\)`")
 
@@ -174,10 +174,10 @@ def test_grpo_and_raftpp_validate_their_arguments(tiny_lm_folder):
 
 def _grpo_task(run_dir, iterations, **overrides):
     from raft.data.sources import EverydayPrompts
-    from raft.evaluation import Evaluator
+    from raft.evaluation.evaluator import Evaluator
     from raft.rewards.pattern import PatternCount
-    from raft.sampling import Sampler
-    from raft.selection import KeepAll
+    from raft.sampling.sampler import Sampler
+    from raft.selectors.selection import KeepAll
     from raft.tasks.raft import RaftTask
 
     reward = PatternCount(pattern="e")
@@ -232,8 +232,8 @@ def test_grpo_task_writes_a_raft_shaped_run_and_resumes_after_a_kill(tmp_path):
 
 
 def test_grpo_refuses_a_selector_that_drops_samples_and_single_samples(tmp_path):
-    from raft.sampling import Sampler
-    from raft.selection import LocalRanking
+    from raft.sampling.sampler import Sampler
+    from raft.selectors.selection import LocalRanking
 
     with pytest.raises(ValueError, match="weighs every sample by its advantage .* use selector=all"):
         _grpo_task(tmp_path, 1, selector=LocalRanking())
@@ -245,7 +245,7 @@ def test_raftpp_with_threshold_and_reinforce_rej_in_task_raft(tmp_path):
     from test_loop import PROMPTS as LOOP_PROMPTS
     from test_loop import make_loop
 
-    from raft.selection import ThresholdSelection
+    from raft.selectors.selection import ThresholdSelection
 
     loop = make_loop(
         tmp_path,
@@ -274,8 +274,8 @@ def test_a_threshold_that_keeps_nothing_passes_the_policy_on(tmp_path):
     from test_loop import PROMPTS as LOOP_PROMPTS
     from test_loop import make_loop
 
-    from raft.atomic import is_complete
-    from raft.selection import ThresholdSelection
+    from raft.infra.atomic import is_complete
+    from raft.selectors.selection import ThresholdSelection
 
     history = make_loop(tmp_path, iterations=2, selector=ThresholdSelection(threshold=1e9)).run_iterations(LOOP_PROMPTS)
     assert [h["selected_n"] for h in history] == [0, 0]
@@ -287,10 +287,10 @@ def test_the_method_configs_compose_and_build(tmp_path):
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    import raft.resolvers  # noqa: F401
-    from raft.main import CONFIG_DIR
+    import raft.cli.resolvers  # noqa: F401
+    from raft.cli.main import CONFIG_DIR
     from raft.modules.reinforce_rej import ReinforceRejModule
-    from raft.selection import KeepAll, LocalRanking, ThresholdSelection
+    from raft.selectors.selection import KeepAll, LocalRanking, ThresholdSelection
     from raft.tasks.raft import RaftTask
 
     base = ["model=tiny", f"task.output_dir={tmp_path}"]

@@ -13,8 +13,8 @@ import sys
 import pytest
 from transformers import PreTrainedModel
 
-from raft.main import hydra_main
-from raft.resolvers import asset_path
+from raft.cli.main import hydra_main
+from raft.cli.resolvers import asset_path
 
 QUICK = ["model=tiny"]  # nothing should run: any model load fails the test at once
 
@@ -104,7 +104,7 @@ def test_model_folder_without_weights_or_tokenizer(monkeypatch, capsys, tmp_path
 
 
 def test_damaged_init_checkpoint_is_refused(monkeypatch, capsys, tmp_path):
-    from raft.atomic import atomic_dir
+    from raft.infra.atomic import atomic_dir
 
     checkpoint = tmp_path / "checkpoint"
     with atomic_dir(checkpoint) as tmp:

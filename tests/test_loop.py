@@ -8,13 +8,13 @@ import pytorch_lightning as pl
 import torch
 from conftest import quiet_trainer
 
+from raft.evaluation.monitor import HackingMonitor
 from raft.modules.sft import SFTModule
-from raft.monitor import HackingMonitor
 from raft.policies.causal_lm import CausalLMPolicy
 from raft.rewards.base import Reward
-from raft.samples import read_samples
-from raft.sampling import Sampler
-from raft.selection import GlobalRanking, LocalRanking
+from raft.sampling.sampler import Sampler
+from raft.sampling.samples import read_samples
+from raft.selectors.selection import GlobalRanking, LocalRanking
 from raft.tasks.raft import RaftTask
 
 PROMPTS = [f"Tell me about topic number {i}" for i in range(6)]
@@ -124,7 +124,7 @@ def test_global_ranking_and_a_teacher_policy(tmp_path):
 
 def test_lora_adapters_stack_on_the_init_checkpoint(tmp_path):
     """With LoRA and an SFT-style starting checkpoint, later stages load the adapter onto that checkpoint."""
-    from raft.models import build_tiny_causal_lm
+    from raft.policies.models import build_tiny_causal_lm
 
     start = build_tiny_causal_lm(tmp_path / "sft", seed=5)
     policy = CausalLMPolicy(

@@ -9,13 +9,13 @@ import sys
 import pytest
 import torch
 
-from raft.resources import _libc, bound_heap_growth, peak_memory, stage_cost
+from raft.infra.resources import _libc, bound_heap_growth, peak_memory, stage_cost
 
 # A training stage in small: after one large block is freed, tensors of a few MiB come and go between small ones
 # that stay alive. Prints how many MiB the process still holds once the large ones are gone.
 FRAGMENTING = """
 import sys, torch
-from raft.resources import bound_heap_growth
+from raft.infra.resources import bound_heap_growth
 def rss(): return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
 if sys.argv[1] == "bound":
     bound_heap_growth(1)

@@ -17,9 +17,9 @@ from raft.modules.reinforce_rej import ReinforceRejModule
 from raft.modules.sft import SFTModule, pad_batch, response_logits
 from raft.policies.causal_lm import CausalLMPolicy
 from raft.rewards.base import Reward
-from raft.samples import Sample, read_samples
-from raft.sampling import Sampler
-from raft.selection import KeepAll, LocalRanking
+from raft.sampling.sampler import Sampler
+from raft.sampling.samples import Sample, read_samples
+from raft.selectors.selection import KeepAll, LocalRanking
 
 pytestmark = pytest.mark.filterwarnings(r"ignore:You are trying to `self.log\(\)`")
 
@@ -287,8 +287,8 @@ def test_the_monitor_reads_what_the_reward_chose_before_a_filter_cleans_it(tmp_p
     from test_loop import PROMPTS as LOOP_PROMPTS
     from test_loop import make_loop
 
-    from raft.filters import RegexFilter
-    from raft.monitor import METRICS
+    from raft.evaluation.monitor import METRICS
+    from raft.selectors.filters import RegexFilter
 
     strip_e = RegexFilter(pattern=r"\S*e\S*", action="strip")  # the reward counts 'e': the filter cuts those words
     history = make_loop(tmp_path, iterations=1, filters=[strip_e]).run_iterations(LOOP_PROMPTS)
@@ -321,7 +321,7 @@ def test_kl_ranking_with_a_teacher_scores_its_text_in_the_students_own_format(tm
 
 
 def test_the_kl_samples_are_drawn_from_the_plain_policy_whatever_the_sampler_adds(tmp_path):
-    from raft.kl import kl_samples
+    from raft.tasks.kl import kl_samples
 
     policy = CausalLMPolicy("tiny-llama", sample_dtype="float32", device="cpu", max_length=96)
     batch = [(i, f"Tell me about topic number {i}") for i in range(3)]

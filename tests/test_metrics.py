@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from raft.metrics.diversity import (
+from raft.evaluation.metrics.diversity import (
     distinct_n,
     diversity_report,
     duplicate_share,

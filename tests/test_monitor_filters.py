@@ -7,9 +7,9 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from raft.filters import CharacterFilter, Deduplicate, LengthFilter, RegexFilter, apply_filters
-from raft.monitor import HackingMonitor, RewardHackingDetected
-from raft.samples import Sample
+from raft.evaluation.monitor import HackingMonitor, RewardHackingDetected
+from raft.sampling.samples import Sample
+from raft.selectors.filters import CharacterFilter, Deduplicate, LengthFilter, RegexFilter, apply_filters
 
 CLEAN = ["the cat sat on the mat", "a dog ran to the park", "why is the sky blue today", "birds sing in the morning"]
 SPAM = "great great great great great great"
@@ -134,8 +134,8 @@ def test_filter_configs_compose():
 def test_a_stripped_sample_trains_on_the_cleaned_text():
     """Fine-tuning reads a sample's ids, not its text: a strip that cleaned only the text changed nothing that
     trains. The cleaned sample is tokenised as the model would produce it, with EOS only where it stopped."""
-    from raft.models import load_causal_lm
     from raft.policies.causal_lm import CausalLMPolicy
+    from raft.policies.models import load_causal_lm
 
     policy = CausalLMPolicy("tiny-llama", chat_template=False)
     _, tokenizer = load_causal_lm("tiny-llama")

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
+from raft.cli.starter import write_starter
 from raft.data.prompt_table import PromptTable
 from raft.rewards.function import FunctionReward, load_function
-from raft.starter import write_starter
 
 ROWS = [{"prompt": f"Question {i}?", "answer": str(i), "level": i % 3} for i in range(10)]
 
@@ -98,7 +98,7 @@ def test_your_configs_layer_over_raft_s_from_your_folder(tmp_path):
         check=True,
     ).stdout
     assert "raft.rewards.pattern.PatternCount" in shown and "pattern: '!'" in shown
-    assert "raft.selection.LocalRanking" in shown  # raft's own groups are still there
+    assert "raft.selectors.selection.LocalRanking" in shown  # raft's own groups are still there
 
 
 @pytest.mark.slow

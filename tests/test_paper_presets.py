@@ -14,7 +14,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-import raft.resolvers  # noqa: F401
+import raft.cli.resolvers  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "raft" / "conf"
@@ -219,10 +219,13 @@ def test_every_table5_row_and_table6_beta_reach_the_parts(twin):
 @pytest.mark.parametrize("twin", ["", "mini/"])
 def test_appendix_variants(twin):
     cfg = compose_with(f"experiment=paper/{twin}global_ranking")
-    assert cfg.selector._target_ == "raft.selection.GlobalRanking"
+    assert cfg.selector._target_ == "raft.selectors.selection.GlobalRanking"
     assert cfg.sampler.K == 1 and cfg.selector.acceptance_ratio == 0.125
     cfg = compose_with(f"experiment=paper/{twin}reward_hacking_filters", "filters=hashtag_emoji")
-    assert [f._target_ for f in cfg.filters] == ["raft.filters.CharacterFilter", "raft.filters.RegexFilter"]
+    assert [f._target_ for f in cfg.filters] == [
+        "raft.selectors.filters.CharacterFilter",
+        "raft.selectors.filters.RegexFilter",
+    ]
     cfg = compose_with(f"experiment=paper/{twin}expert_prompting")
     expert = cfg.task.teacher
     assert expert.chat_template is True and expert.system_prompt

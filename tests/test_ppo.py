@@ -8,10 +8,10 @@ import pytest
 import torch
 from conftest import quiet_trainer
 
-from raft.ppo.advantages import gae, whiten
-from raft.ppo.kl_controller import AdaptiveKLController, FixedKLController
-from raft.ppo.losses import policy_loss, value_loss
-from raft.ppo.rewards import kl_shaped_rewards
+from raft.modules.rl.advantages import gae, whiten
+from raft.modules.rl.kl_controller import AdaptiveKLController, FixedKLController
+from raft.modules.rl.losses import policy_loss, value_loss
+from raft.modules.rl.rewards import kl_shaped_rewards
 
 
 def t(*rows):
@@ -171,7 +171,7 @@ def _tiny_llama():
 
 def _fake_sampled_batch(batch=4, prompt=5, response=6):
     """Token ids standing in for sampled text: left-padded prompts, responses cut at an EOS (id 1)."""
-    from raft.ppo.rollouts import response_mask
+    from raft.modules.rl.rollouts import response_mask
 
     g = torch.Generator().manual_seed(1)
     prompt_ids = torch.randint(3, 50, (batch, prompt), generator=g)
@@ -285,11 +285,11 @@ def _ppo_task(run_dir, iterations, **overrides):
     import functools
 
     from raft.data.sources import EverydayPrompts
-    from raft.evaluation import Evaluator
+    from raft.evaluation.evaluator import Evaluator
     from raft.modules.ppo import PPOModule
     from raft.policies.causal_lm import CausalLMPolicy
     from raft.rewards.vader import VaderSentiment
-    from raft.sampling import Sampler
+    from raft.sampling.sampler import Sampler
     from raft.tasks.ppo import PPOTask
 
     reward = VaderSentiment()
@@ -313,7 +313,7 @@ def test_ppo_task_writes_a_raft_shaped_run_and_resumes(tmp_path):
     import csv
     import json
 
-    from raft.samples import read_samples
+    from raft.sampling.samples import read_samples
 
     task = _ppo_task(tmp_path, iterations=1)
     assert task.sampler.K == 1 and task.sampler.temperature == 1.0 and task.sampler.max_new_tokens == 6
@@ -344,7 +344,7 @@ def test_ppo_task_writes_a_raft_shaped_run_and_resumes(tmp_path):
 
 
 def test_ppo_refuses_more_than_one_sample_per_prompt_and_a_multi_process_launch(tmp_path, monkeypatch):
-    from raft.sampling import Sampler
+    from raft.sampling.sampler import Sampler
 
     with pytest.raises(ValueError, match="sampler.K must be 1"):
         _ppo_task(tmp_path, iterations=1, sampler=Sampler(K=4, max_new_tokens=6))
@@ -357,8 +357,8 @@ def test_ppo_config_composes_and_builds(tmp_path):
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    import raft.resolvers  # noqa: F401
-    from raft.main import CONFIG_DIR
+    import raft.cli.resolvers  # noqa: F401
+    from raft.cli.main import CONFIG_DIR
     from raft.tasks.ppo import PPOTask
 
     overrides = ["task=ppo", "model=tiny", f"task.output_dir={tmp_path}", "task.iterations=2"]

@@ -7,8 +7,8 @@ import logging
 from conftest import quiet_trainer
 from test_loop import PROMPTS, make_loop
 
-from raft import progress
-from raft.progress import StageProgressBar
+from raft.infra import progress
+from raft.infra.progress import StageProgressBar
 
 
 def test_each_bar_names_its_iteration_and_stage_and_the_log_gives_an_eta(tmp_path, capsys, caplog):

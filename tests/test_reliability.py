@@ -11,11 +11,11 @@ import pytest
 import torch
 from conftest import quiet_trainer
 
-from raft.atomic import atomic_dir, is_complete
-from raft.locks import FolderBusy, file_lock
-from raft.resolvers import run_dirname, run_name
+from raft.cli.resolvers import run_dirname, run_name
+from raft.infra.atomic import atomic_dir, is_complete
+from raft.infra.locks import FolderBusy, file_lock
 from raft.rewards.base import Reward
-from raft.tracking import Tracker, read_metrics_csv
+from raft.trackers.tracking import Tracker, read_metrics_csv
 
 
 class Scripted(Reward):
@@ -54,7 +54,7 @@ def test_a_nan_reward_writes_no_stage_file(tmp_path):
 def test_an_empty_selection_stops_before_fine_tuning(tmp_path):
     from test_loop import PROMPTS, make_loop
 
-    from raft.filters import RegexFilter
+    from raft.selectors.filters import RegexFilter
 
     loop = make_loop(tmp_path, iterations=1, filters=[RegexFilter(".*", name="everything")])
     with pytest.raises(
@@ -66,10 +66,10 @@ def test_an_empty_selection_stops_before_fine_tuning(tmp_path):
 
 
 def test_a_non_finite_loss_saves_no_checkpoint(tmp_path):
-    from raft.modules.fitting import NonFiniteLoss
     from raft.modules.sft import SFTModule
     from raft.policies.causal_lm import CausalLMPolicy
-    from raft.samples import Sample
+    from raft.sampling.samples import Sample
+    from raft.trainer.fit import NonFiniteLoss
 
     policy = CausalLMPolicy("tiny-llama", device="cpu")
     real_load = policy.load
@@ -151,7 +151,7 @@ def test_a_file_lock_is_exclusive_and_dies_with_its_process(tmp_path):
 
 def _build_tiny(cache):
     os.environ["RAFT_CACHE"] = str(cache)
-    from raft.models.tiny import tiny_folder
+    from raft.policies.models.tiny import tiny_folder
 
     tiny_folder()
 
@@ -180,7 +180,7 @@ def test_run_folder_names_never_collide_or_leave_outputs():
 def test_a_run_folder_keeps_one_configuration(tmp_path):
     from omegaconf import OmegaConf
 
-    from raft.run_folder import claim
+    from raft.tasks.run_folder import claim
 
     base = {"seed": 0, "seeds": 3, "sampler": {"K": 8}, "task": {"iterations": 2}, "evaluator": {"every": 1}}
     claim(tmp_path, OmegaConf.create(base))
@@ -203,7 +203,7 @@ def test_a_run_folder_stops_when_the_rewards_or_datas_code_or_files_changed(tmp_
     from its earlier ones. The reward's module and the data's file are digested; a change stops the resume."""
     from omegaconf import OmegaConf
 
-    from raft.run_folder import claim
+    from raft.tasks.run_folder import claim
 
     monkeypatch.syspath_prepend(str(tmp_path))
     module = tmp_path / "user_reward_for_claim.py"
@@ -241,7 +241,7 @@ def test_a_fingerprint_without_digests_and_the_runs_own_files_do_not_stop_a_resu
     reward model a pipeline trains into it) is the run's own output, not an input that changed."""
     from omegaconf import OmegaConf
 
-    from raft.run_folder import FINGERPRINT, claim
+    from raft.tasks.run_folder import FINGERPRINT, claim
 
     run = tmp_path / "run"
     trained = run / "reward_model"
@@ -263,7 +263,7 @@ def test_a_fingerprint_without_digests_and_the_runs_own_files_do_not_stop_a_resu
 def _claim_and_wait(path, ready, release):
     from omegaconf import OmegaConf
 
-    from raft.run_folder import claim
+    from raft.tasks.run_folder import claim
 
     claim(path, OmegaConf.create({"seed": 0}))
     ready.set()
@@ -273,7 +273,7 @@ def _claim_and_wait(path, ready, release):
 def test_a_second_process_in_the_same_folder_stops_at_once(tmp_path):
     from omegaconf import OmegaConf
 
-    from raft.run_folder import claim
+    from raft.tasks.run_folder import claim
 
     ctx = multiprocessing.get_context("fork")
     ready, release = ctx.Event(), ctx.Event()
@@ -290,7 +290,7 @@ def test_a_second_process_in_the_same_folder_stops_at_once(tmp_path):
 def test_building_a_model_cache_leaves_the_runs_random_draws_alone(tmp_path, monkeypatch, alias):
     """The first run on a machine builds the cache (SmolLM2: a random init before the GGUF weights; tiny-llama:
     `manual_seed` of its own) after the evaluator has seeded torch: its draws must be those of every later run."""
-    from raft.models.loading import resolve_model_path
+    from raft.policies.models.loading import resolve_model_path
 
     monkeypatch.setenv("RAFT_CACHE", str(tmp_path))
     torch.manual_seed(0)

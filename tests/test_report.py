@@ -10,7 +10,7 @@ import yaml
 from PIL import Image
 
 from raft.report import main
-from raft.tracking import Tracker
+from raft.trackers.tracking import Tracker
 
 # (K, seed) -> after-evaluation values; the start evaluation depends on the seed only.
 AFTER = {
@@ -90,7 +90,7 @@ def write_run(folder, K, seed, evaluation=True, beta=None):
         "name": "sweep",
         "seed": seed,
         "model": {"name_or_path": "tiny-llama"},
-        "sampler": {"_target_": "raft.sampling.Sampler", "K": K, "temperature": 1.0},
+        "sampler": {"_target_": "raft.sampling.sampler.Sampler", "K": K, "temperature": 1.0},
     }
     overrides = [f"sampler.K={K}", f"seed={seed}"] + ([f"selector.beta={beta}"] if beta is not None else [])
     (folder / ".hydra").mkdir(parents=True)

@@ -9,10 +9,10 @@ import pytest
 import torch
 from conftest import quiet_trainer
 
+from raft.cli.resolvers import asset_path
 from raft.data import Pair
-from raft.models.reward_model import load_backbone, save_reward_model, score_pairs
 from raft.modules.reward_model import RewardModelModule, bradley_terry_loss, pairwise_accuracy
-from raft.resolvers import asset_path
+from raft.policies.models.reward_model import load_backbone, save_reward_model, score_pairs
 from raft.rewards.reward_model import TrainedRewardModel
 
 HH = asset_path("hh_rlhf/harmless-base.jsonl.gz")  # the 2,015 harmless-base pairs shipped with raft
@@ -124,7 +124,7 @@ def test_reward_model_task_trains_reports_saves_and_resumes(tiny_backbone, tmp_p
     assert again == metrics and "skipping training" in capsys.readouterr().out
 
     # with a tracker: the training curves reach the run folder above the model's
-    from raft.tracking import Tracker
+    from raft.trackers.tracking import Tracker
 
     logged = tmp_path / "tracked" / "rm"
     RewardModelTask(
@@ -157,7 +157,7 @@ def test_task_config_composes_with_its_data_and_module():
     """`raft task=reward_model` switches data and module (needs `task` after them in config.yaml's defaults)."""
     from hydra import compose, initialize_config_dir
 
-    import raft.resolvers  # noqa: F401
+    import raft.cli.resolvers  # noqa: F401
 
     conf = Path(__file__).resolve().parents[1] / "raft" / "conf"
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):

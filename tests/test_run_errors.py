@@ -11,7 +11,7 @@ import pytest
 from conftest import quiet_trainer
 from test_loop import PROMPTS, make_loop
 
-from raft.main import run_to_the_end
+from raft.cli.main import run_to_the_end
 from raft.rewards.base import Reward
 
 
@@ -75,7 +75,7 @@ def test_ctrl_c_inside_a_lightning_fit_is_a_keyboard_interrupt_and_ctrl_c_works_
     import pytorch_lightning as pl
     import torch
 
-    from raft.modules.fitting import fit_to_completion
+    from raft.trainer.fit import fit_to_completion
 
     class Interrupted(pl.LightningModule):
         def __init__(self):
@@ -104,7 +104,7 @@ def test_a_users_own_reward_error_keeps_its_traceback(tmp_path):
 def test_settings_that_cannot_work_together_are_refused_up_front(tmp_path):
     from raft.modules.ppo import PPOModule
     from raft.modules.reward_model import RewardModelModule
-    from raft.sampling import Sampler
+    from raft.sampling.sampler import Sampler
 
     for module, owner in ((PPOModule, "ppo"), (RewardModelModule, "reward_model")):
         with pytest.raises(ValueError, match=f"belongs to task={owner}"):

@@ -5,10 +5,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from raft.models import load_causal_lm
 from raft.modules.sft import IGNORE, pad_batch, response_logits, response_loss, training_rows
 from raft.policies.causal_lm import CausalLMPolicy
-from raft.samples import Sample
+from raft.policies.models import load_causal_lm
+from raft.sampling.samples import Sample
 
 
 def test_response_loss_counts_only_unmasked_tokens():
@@ -109,11 +109,11 @@ def test_a_finished_stage_leaves_no_model_alive(tiny_lm_folder, tmp_path):
     from transformers import LlamaForCausalLM
 
     from raft.modules.sft import SFTModule
-    from raft.tracking import Tracker
+    from raft.trackers.tracking import Tracker
 
     with initialize_config_dir(config_dir=str(Path(__file__).parent.parent / "raft" / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=["trainer.max_epochs=1", "trainer.accelerator=cpu", "trainer.precision=32"])
-    make = instantiate(cfg.trainer, _convert_="all")  # as raft/main.py builds it
+    make = instantiate(cfg.trainer, _convert_="all")  # as raft/cli/main.py builds it
     policy = CausalLMPolicy(str(tiny_lm_folder), chat_template=False, sample_dtype="float32", device="cpu")
     tokenizer = policy.load(None)[1]
     ids = tokenizer("a b c", add_special_tokens=False)["input_ids"]

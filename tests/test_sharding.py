@@ -1,7 +1,7 @@
 """Every rank samples its share of a stage: shares cover the batch once, parts merge into the one-process order."""
 
-from raft.samples import Sample, read_samples
-from raft.sharding import merge_parts, part_path, read_part, remove_parts, share, write_part
+from raft.sampling.samples import Sample, read_samples
+from raft.sampling.sharding import merge_parts, part_path, read_part, remove_parts, share, write_part
 
 
 def test_shares_cover_the_batch_once_and_merge_in_its_order(tmp_path):

@@ -11,11 +11,11 @@ import stat
 import pytest
 from PIL import Image
 
-from raft import strict_json
-from raft.atomic import atomic_dir, atomic_write_text
-from raft.evaluation import Evaluator
-from raft.images import save_png
-from raft.tracking import Tracker, read_metrics_csv
+from raft.evaluation.evaluator import Evaluator
+from raft.infra import strict_json
+from raft.infra.atomic import atomic_dir, atomic_write_text
+from raft.sampling.images import save_png
+from raft.trackers.tracking import Tracker, read_metrics_csv
 
 
 @pytest.fixture(params=[0o022, 0o027], ids=["umask_022", "umask_027"])

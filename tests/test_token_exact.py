@@ -15,13 +15,13 @@ import pytest
 import torch
 from conftest import quiet_trainer
 
-from raft.models import build_tiny_causal_lm, load_causal_lm
 from raft.modules.sft import IGNORE, SFTModule
 from raft.policies.causal_lm import CausalLMPolicy
-from raft.policies.generation import end_response, sample_k
+from raft.policies.models import build_tiny_causal_lm, load_causal_lm
 from raft.policies.tokens import stop_token_ids
-from raft.samples import Sample
-from raft.sampling import Sampler
+from raft.sampling.generation import end_response, sample_k
+from raft.sampling.sampler import Sampler
+from raft.sampling.samples import Sample
 
 PROMPTS = [(0, "\n\nHuman: How can I cook rice?\n\nAssistant:"), (1, "\n\nHuman: hi\n\nAssistant:")]
 
@@ -31,7 +31,7 @@ def build_sentencepiece_llama(folder):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    from raft.models.tiny import CORPUS
+    from raft.policies.models.tiny import CORPUS
 
     backend = Tokenizer(models.Unigram())
     backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
@@ -225,7 +225,7 @@ def test_ppo_from_a_lora_sft_checkpoint_keeps_the_sft_weights(tmp_path):
 def test_a_teachers_samples_are_reported_under_its_name_and_trained_as_text(tmp_path):
     """Distillation: the K samples and their rewards are the teacher's; the student never sees its ids."""
     from raft.rewards.base import Reward
-    from raft.selection import LocalRanking
+    from raft.selectors.selection import LocalRanking
     from raft.tasks.raft import RaftTask
 
     class Length(Reward):
@@ -260,8 +260,8 @@ def test_a_replayed_teachers_capped_response_is_trained_without_an_eos(tmp_path)
     student to stop there. Its stop reasons travel from the teacher's samples.jsonl to the student's rows."""
     from raft.policies.recorded import RecordedSamples
     from raft.rewards.base import Reward
-    from raft.samples import read_samples, write_samples
-    from raft.selection import LocalRanking
+    from raft.sampling.samples import read_samples, write_samples
+    from raft.selectors.selection import LocalRanking
     from raft.tasks.raft import RaftTask
 
     class Constant(Reward):

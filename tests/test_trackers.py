@@ -11,8 +11,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from raft.main import CONFIG_DIR
-from raft.tracking import read_metrics_csv
+from raft.cli.main import CONFIG_DIR
+from raft.trackers.tracking import read_metrics_csv
 
 
 def logger_partial(option: str):
@@ -76,12 +76,12 @@ def test_an_sft_task_sends_its_curves_to_its_folders_tracker(tmp_path):
 
     from conftest import quiet_trainer
 
+    from raft.cli.resolvers import asset_path
     from raft.data import PreferencePairs
     from raft.modules.sft import SFTModule
     from raft.policies.causal_lm import CausalLMPolicy
-    from raft.resolvers import asset_path
     from raft.tasks.sft import SFTTask
-    from raft.tracking import Tracker
+    from raft.trackers.tracking import Tracker
 
     task = SFTTask(
         policy=CausalLMPolicy("tiny-llama", sample_dtype="float32", max_length=96),

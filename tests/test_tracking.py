@@ -7,9 +7,9 @@ import types
 
 import pytest
 
-from raft.samples import Sample
+from raft.sampling.samples import Sample
+from raft.trackers.tracking import Tracker, read_metrics_csv
 from raft.trackers.wandb_run import WandbRun
-from raft.tracking import Tracker, read_metrics_csv
 
 
 def wandb_tracker(run_dir, **settings):

@@ -9,15 +9,15 @@ import pytest
 from hydra.utils import instantiate
 from test_config import compose_with
 
-from raft.answers import extract_answer, last_boxed, same_answer
 from raft.data.arithmetic import ArithmeticProblems, arithmetic_problem
 from raft.data.countdown import CountdownProblems, evaluate
 from raft.data.math_hub import HubProblems, gsm8k_answer, reference_answer
-from raft.evaluation import Evaluator
+from raft.evaluation.evaluator import Evaluator
 from raft.policies.base import Policy
+from raft.rewards.answers import extract_answer, last_boxed, same_answer
 from raft.rewards.exact_match import ExactMatch
-from raft.samples import Sample
-from raft.sampling import Sampler
+from raft.sampling.sampler import Sampler
+from raft.sampling.samples import Sample
 
 
 def solve(question: str) -> int:

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from raft.engines.vllm_engine import VLLMEngine, default_python
-from raft.engines.vllm_server import NEUTRAL, Server, engine_kwargs, sampling_kwargs
 from raft.policies.causal_lm import CausalLMPolicy
-from raft.samples import read_samples
-from raft.sampling import Sampler
+from raft.sampling.engines.vllm_engine import VLLMEngine, default_python
+from raft.sampling.engines.vllm_server import NEUTRAL, Server, engine_kwargs, sampling_kwargs
+from raft.sampling.sampler import Sampler
+from raft.sampling.samples import read_samples
 
 ROOT = Path(__file__).resolve().parent.parent
 ENGINE_PYTHON = default_python()
@@ -163,7 +163,7 @@ def peaked_lm_folder(tmp_path_factory):
     clear argmax: greedy outputs of two implementations then agree exactly instead of parting at near-ties."""
     from safetensors.torch import load_file, save_file
 
-    from raft.models import build_tiny_causal_lm
+    from raft.policies.models import build_tiny_causal_lm
 
     folder = build_tiny_causal_lm(tmp_path_factory.mktemp("engine_llama"), hidden_size=128)
     weights = load_file(folder / "model.safetensors")
@@ -218,7 +218,7 @@ def test_engine_samples_have_raft_form_and_repeat_with_the_seed(policy):
 @needs_engine
 def test_engine_weights_follow_the_fine_tuned_policy(policy, tmp_path, quiet_trainer):
     from raft.modules.sft import SFTModule
-    from raft.samples import Sample
+    from raft.sampling.samples import Sample
 
     assert engine_greedy(policy, None) == hf_greedy(policy, None)
     # fine-tune towards one response until the greedy output changes
@@ -270,7 +270,7 @@ def test_two_raft_iterations_on_the_engine_resume_with_the_same_samples(peaked_l
 @needs_engine
 def test_engine_serves_a_lora_checkpoint_per_request(peaked_lm_folder, tmp_path, quiet_trainer):
     from raft.modules.sft import SFTModule
-    from raft.samples import Sample
+    from raft.sampling.samples import Sample
 
     policy = CausalLMPolicy(
         str(peaked_lm_folder), sample_dtype="float32", lora={"r": 8, "alpha": 16}, vllm=VLLMEngine(kv_cache_gb=1)

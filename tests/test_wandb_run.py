@@ -20,11 +20,11 @@ from wandb_offline import offline_runs
 from raft.modules.sft import SFTModule
 from raft.policies.causal_lm import CausalLMPolicy
 from raft.rewards.base import Reward
-from raft.sampling import Sampler
-from raft.selection import LocalRanking
+from raft.sampling.sampler import Sampler
+from raft.selectors.selection import LocalRanking
 from raft.tasks.raft import RaftTask
+from raft.trackers.tracking import Tracker, read_metrics_csv
 from raft.trackers.wandb_run import WandbRun
-from raft.tracking import Tracker, read_metrics_csv
 
 pytest.importorskip("wandb")
 ROOT = Path(__file__).resolve().parent.parent
@@ -200,8 +200,8 @@ def test_a_digits_run_logs_its_images(tmp_path, run_dir):
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    import raft.resolvers  # noqa: F401
-    from raft.main import CONFIG_DIR
+    import raft.cli.resolvers  # noqa: F401
+    from raft.cli.main import CONFIG_DIR
 
     overrides = [
         "experiment=digits_alignment",

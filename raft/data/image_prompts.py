@@ -7,7 +7,7 @@ from typing import Sequence
 
 from raft.data.preference_pairs import read_lines
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+ASSETS = Path(__file__).resolve().parent / "assets"
 SPLITS = ("train", "test")
 
 

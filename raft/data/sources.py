@@ -12,7 +12,7 @@ from pathlib import Path
 from raft.data.preference_pairs import LoadReport, Pair, is_hub_id, load_pairs, read_lines, split_pairs
 
 SPLITS = ("train", "test")
-EVERYDAY_PROMPTS = Path(__file__).resolve().parent.parent / "assets" / "everyday_prompts.txt"
+EVERYDAY_PROMPTS = Path(__file__).resolve().parent / "assets" / "everyday_prompts.txt"
 
 
 def _check_split(split: str) -> None:

@@ -23,11 +23,11 @@ from typing import Callable, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from raft.modules.fitting import finite
 from raft.modules.loss_aggregation import StepNormaliser, check_loss_type, response_tokens
+from raft.modules.rl.losses import MAX_LOG_RATIO, clipped_surrogate
+from raft.modules.rl.masked import masked_mean
 from raft.modules.sft import SFTModule, pad_batch, response_logits, token_log_probs
-from raft.ppo.losses import MAX_LOG_RATIO, clipped_surrogate
-from raft.ppo.masked import masked_mean
+from raft.trainer.fit import finite
 
 
 class Minibatches(Dataset):

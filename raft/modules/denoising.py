@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from raft.modules.fitting import check_optimiser, finite
-from raft.modules.sharded_clipping import ShardedClipping
+from raft.trainer.fit import check_optimiser, finite
+from raft.trainer.sharded_clipping import ShardedClipping
 
 
 class DenoisingModule(ShardedClipping, pl.LightningModule):
@@ -50,7 +50,7 @@ class DenoisingModule(ShardedClipping, pl.LightningModule):
 
     @staticmethod
     def check_arguments(a: Mapping[str, Any]) -> None:
-        """The hyper-parameters' rules, also run before any model loads (raft/validation.py)."""
+        """The hyper-parameters' rules, also run before any model loads (raft/cli/validation.py)."""
         check_optimiser(a, lr="learning_rate")
         if a["batch_size"] < 1:
             raise ValueError(f"module.batch_size must be >= 1, got {a['batch_size']}")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from raft.modules.clipped_ratio import ClippedRatioModule
-from raft.ppo.advantages import group_advantages
+from raft.modules.rl.advantages import group_advantages
 
 
 class GRPOModule(ClippedRatioModule):

@@ -16,8 +16,8 @@ from typing import Sequence
 
 import torch
 
+from raft.modules.rl.masked import masked_sum
 from raft.modules.sft import IGNORE
-from raft.ppo.masked import masked_sum
 
 LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
 

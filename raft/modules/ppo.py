@@ -19,12 +19,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from raft import strict_json
-from raft.ppo.advantages import gae, whiten
-from raft.ppo.kl_controller import AdaptiveKLController, FixedKLController
-from raft.ppo.losses import policy_loss, value_loss
-from raft.ppo.rewards import kl_shaped_rewards
-from raft.ppo.rollouts import Rollouts, position_ids, token_logprobs
+from raft.infra import strict_json
+from raft.modules.rl.advantages import gae, whiten
+from raft.modules.rl.kl_controller import AdaptiveKLController, FixedKLController
+from raft.modules.rl.losses import policy_loss, value_loss
+from raft.modules.rl.rewards import kl_shaped_rewards
+from raft.modules.rl.rollouts import Rollouts, position_ids, token_logprobs
 
 log = logging.getLogger("raft")
 
@@ -132,7 +132,7 @@ class PPOModule(pl.LightningModule):
 
     @staticmethod
     def check_arguments(a: Mapping[str, Any]) -> None:
-        """The hyper-parameters' rules, also run before any model loads (raft/validation.py)."""
+        """The hyper-parameters' rules, also run before any model loads (raft/cli/validation.py)."""
         positive = ["lr", "ppo_epochs", "minibatch_size", "lora_rank"]
         for name in positive:
             if not a[name] > 0:

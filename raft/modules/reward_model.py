@@ -1,6 +1,6 @@
 """Reward model training: a scalar head on a causal-LM or encoder backbone, Bradley-Terry loss on pairs.
 
-Loading, saving and scoring live in `raft.models.reward_model`, shared with `raft.rewards.reward_model`.
+Loading, saving and scoring live in `raft.policies.models.reward_model`, shared with `raft.rewards.reward_model`.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from raft.data.preference_pairs import Pair
-from raft.models.reward_model import DEFAULT_TEMPLATE, encode, format_texts, scalar_scores
-from raft.modules.fitting import check_optimiser, finite
-from raft.modules.sharded_clipping import ShardedClipping
+from raft.policies.models.reward_model import DEFAULT_TEMPLATE, encode, format_texts, scalar_scores
+from raft.trainer.fit import check_optimiser, finite
+from raft.trainer.sharded_clipping import ShardedClipping
 
 
 def bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:
@@ -69,7 +69,7 @@ class RewardModelModule(ShardedClipping, pl.LightningModule):
 
     @staticmethod
     def check_arguments(a: Mapping[str, Any]) -> None:
-        """The hyper-parameters' rules, also run before any model loads (raft/validation.py)."""
+        """The hyper-parameters' rules, also run before any model loads (raft/cli/validation.py)."""
         check_optimiser(a)
         if a["batch_size"] < 1 or a["max_length"] < 2:
             raise ValueError(

@@ -15,9 +15,9 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from raft.modules import optimizer_state
-from raft.modules.fitting import check_optimiser, finite
-from raft.modules.sharded_clipping import ShardedClipping
+from raft.trainer import optimizer_state
+from raft.trainer.fit import check_optimiser, finite
+from raft.trainer.sharded_clipping import ShardedClipping
 
 IGNORE = -100
 
@@ -109,7 +109,7 @@ class SFTModule(ShardedClipping, pl.LightningModule):
 
     @staticmethod
     def check_arguments(a: Mapping[str, Any]) -> None:
-        """The hyper-parameters' rules, also run before any model loads (raft/validation.py)."""
+        """The hyper-parameters' rules, also run before any model loads (raft/cli/validation.py)."""
         check_optimiser(a)
         if a["batch_size"] < 1:
             raise ValueError(f"module.batch_size must be >= 1, got {a['batch_size']}")

@@ -7,7 +7,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from raft.samples import Sample
+from raft.sampling.samples import Sample
 
 TRAINING_STATS = "training_stats.json"  # a checkpoint's record of its fit (RAFT++ / GRPO statistics)
 

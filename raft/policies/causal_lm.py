@@ -8,20 +8,20 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from raft import strict_json
-from raft.devices import pick_device
-from raft.distributed import is_rank_zero
-from raft.engines.vllm_engine import VLLMEngine
-from raft.models import check_model_name, load_causal_lm, resolve_model_path
-from raft.models.loading import load_tokenizer
-from raft.modules.fitting import fit_to_completion
-from raft.modules.full_weights import full_state_dict
-from raft.modules.new_trainer import new_trainer
+from raft.infra import strict_json
+from raft.infra.devices import pick_device
+from raft.infra.distributed import is_rank_zero
 from raft.modules.sft import training_rows
 from raft.policies.base import TRAINING_STATS, Policy
-from raft.policies.generation import end_response, sample_k
+from raft.policies.models import check_model_name, load_causal_lm, resolve_model_path
+from raft.policies.models.loading import load_tokenizer
 from raft.policies.tokens import encode_reference, encode_text, stop_token_ids
-from raft.samples import Sample
+from raft.sampling.engines.vllm_engine import VLLMEngine
+from raft.sampling.generation import end_response, sample_k
+from raft.sampling.samples import Sample
+from raft.trainer.fit import fit_to_completion
+from raft.trainer.full_weights import full_state_dict
+from raft.trainer.new_trainer import new_trainer
 
 
 class CausalLMPolicy(Policy):
@@ -29,7 +29,7 @@ class CausalLMPolicy(Policy):
 
     Checkpoints are full model folders, or LoRA adapter folders applied to `name_or_path`.
     Sampling runs in `sample_dtype` (bf16 is 2-5x faster on CPUs with AMX and on GPUs, and many times slower
-    where it is emulated: the configs pick it per machine, raft/devices.py `native_bf16`); training keeps
+    where it is emulated: the configs pick it per machine, raft/infra/devices.py `native_bf16`); training keeps
     fp32 master weights (bf16 would round away the small updates) under the trainer's mixed precision.
     """
 
@@ -218,7 +218,7 @@ class CausalLMPolicy(Policy):
 
     def log_probs(self, checkpoint, samples: Sequence[Sample]) -> list[float]:
         """log p(response ids | prompt ids), the stop tokens included: the probability of what was sampled."""
-        from raft.metrics.perplexity import sequence_log_probs
+        from raft.evaluation.metrics.perplexity import sequence_log_probs
 
         model, tokenizer = self.load(checkpoint, "float32")
         return sequence_log_probs(
@@ -227,7 +227,7 @@ class CausalLMPolicy(Policy):
 
     def perplexity(self, checkpoint, prompts: Sequence[str], references: Sequence[str]) -> float:
         """Perplexity on the reference responses' own tokens, tokenised as the model would produce them (no EOS)."""
-        from raft.metrics.perplexity import reference_perplexity
+        from raft.evaluation.metrics.perplexity import reference_perplexity
 
         if len(prompts) != len(references):
             raise ValueError(f"got {len(prompts)} prompts but {len(references)} references")

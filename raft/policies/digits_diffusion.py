@@ -22,16 +22,16 @@ from diffusers import DDPMScheduler, UNet2DModel
 from PIL import Image
 from tqdm.auto import tqdm
 
-from raft import strict_json
-from raft.atomic import atomic_dir, atomic_write_text
-from raft.images import open_image, save_png, stage_dir_of
-from raft.locks import file_lock
-from raft.models.digits import NULL_CLASS, build_digits_unet, digit_of_prompt, digits_dataset
+from raft.infra import strict_json
+from raft.infra.atomic import atomic_dir, atomic_write_text
+from raft.infra.locks import file_lock
 from raft.modules.denoising import DenoisingModule
-from raft.modules.new_trainer import new_trainer
 from raft.policies.base import Policy
-from raft.samples import Sample
-from raft.sampling_image import DiffusionSampler, image_name
+from raft.policies.models.digits import NULL_CLASS, build_digits_unet, digit_of_prompt, digits_dataset
+from raft.sampling.image import DiffusionSampler, image_name
+from raft.sampling.images import open_image, save_png, stage_dir_of
+from raft.sampling.samples import Sample
+from raft.trainer.new_trainer import new_trainer
 
 log = logging.getLogger("raft")
 

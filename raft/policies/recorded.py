@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from raft.policies.base import Policy
-from raft.samples import Sample, read_samples
+from raft.sampling.samples import Sample, read_samples
 
 
 class RecordedSamples(Policy):

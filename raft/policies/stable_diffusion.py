@@ -14,12 +14,12 @@ from typing import Any, Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from raft.devices import DTYPES, pick_device
-from raft.images import open_image, save_png, stage_dir_of
-from raft.modules.new_trainer import new_trainer
+from raft.infra.devices import DTYPES, pick_device
 from raft.policies.base import Policy
-from raft.samples import Sample
-from raft.sampling_image import DiffusionSampler, image_name
+from raft.sampling.image import DiffusionSampler, image_name
+from raft.sampling.images import open_image, save_png, stage_dir_of
+from raft.sampling.samples import Sample
+from raft.trainer.new_trainer import new_trainer
 
 ALIASES = {"sd15": "stable-diffusion-v1-5/stable-diffusion-v1-5"}
 LORA_FILE = "pytorch_lora_weights.safetensors"

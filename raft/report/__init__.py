@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from raft.atomic import atomic_write_text
+from raft.infra.atomic import atomic_write_text
 
 
 def main(argv: list[str]) -> int:

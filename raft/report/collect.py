@@ -15,8 +15,8 @@ from typing import Any
 import yaml
 from omegaconf import OmegaConf
 
-from raft import strict_json
-from raft.tracking import read_metrics_csv
+from raft.infra import strict_json
+from raft.trackers.tracking import read_metrics_csv
 
 
 @dataclass

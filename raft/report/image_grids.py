@@ -10,7 +10,7 @@ from typing import Sequence
 
 from PIL import Image, ImageDraw
 
-from raft.images import image_grid
+from raft.sampling.images import image_grid
 
 BAR, CAPTION = 6, 14  # pixels under each tile, above each half
 

@@ -6,7 +6,7 @@ import math
 from abc import ABC, abstractmethod
 from typing import Any, Sequence
 
-from raft.errors import StageError
+from raft.infra.errors import StageError
 
 
 class Reward(ABC):

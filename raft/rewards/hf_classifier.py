@@ -7,7 +7,7 @@ from typing import Sequence
 
 import torch
 
-from raft.devices import check_dtype, dtype_of, pick_device
+from raft.infra.devices import check_dtype, dtype_of, pick_device
 from raft.rewards.base import Reward
 
 

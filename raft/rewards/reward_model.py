@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Sequence
 
 from raft.data.preference_pairs import ASSISTANT
-from raft.devices import check_dtype, pick_device
-from raft.models.reward_model import META_FILE, format_texts, load_reward_model, score_texts
+from raft.infra.devices import check_dtype, pick_device
+from raft.policies.models.reward_model import META_FILE, format_texts, load_reward_model, score_texts
 from raft.rewards.base import Reward
 
 

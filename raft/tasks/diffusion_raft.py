@@ -1,6 +1,6 @@
 """`task=diffusion_raft`: pretrain if needed, evaluate, RAFT's iterations, evaluate again, report (paper section 5).
 
-The report is the paper's Table 8 (`raft.evaluation_image`, `raft.report.image_tables`): each evaluation
+The report is the paper's Table 8 (`raft.evaluation.image`, `raft.report.image_tables`): each evaluation
 reward's mean ± std over images of in-domain and out-of-domain prompts, before and after, plus image grids
 that put the same noise seeds before and after side by side.
 """
@@ -13,13 +13,13 @@ from typing import Any
 
 from PIL import Image
 
-from raft.atomic import atomic_write_text
-from raft.console import show
-from raft.evaluation_image import SPLITS, ImageEvaluator
-from raft.images import save_png
+from raft.evaluation.image import SPLITS, ImageEvaluator
+from raft.infra.atomic import atomic_write_text
+from raft.infra.console import show
 from raft.report.image_grids import before_after_grid
 from raft.report.image_tables import run_table
-from raft.samples import read_samples
+from raft.sampling.images import save_png
+from raft.sampling.samples import read_samples
 from raft.tasks.raft import RaftTask
 
 log = logging.getLogger("raft")

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from raft import strict_json
-from raft.atomic import atomic_write_text, check_checkpoint
-from raft.console import show
+from raft.infra import strict_json
+from raft.infra.atomic import atomic_write_text, check_checkpoint
+from raft.infra.console import show
 from raft.report.tables import COLUMNS, Row, markdown_table
 
 

@@ -13,18 +13,18 @@ from typing import Any, Callable
 
 import torch
 
-from raft.atomic import atomic_dir
-from raft.kl import kl_estimate, kl_samples
-from raft.metrics.diversity import distinct_n, duplicate_share, mean_length, msttr
-from raft.metrics.rewards import mean
-from raft.modules.fitting import fit_to_completion
-from raft.modules.new_trainer import new_trainer
+from raft.cli.validation import check_partial, require_module
+from raft.evaluation.metrics.diversity import distinct_n, duplicate_share, mean_length, msttr
+from raft.evaluation.metrics.rewards import mean
+from raft.infra.atomic import atomic_dir
+from raft.infra.resources import release_memory
 from raft.modules.ppo import PPOModule
-from raft.ppo.generation import token_batch
-from raft.resources import release_memory
-from raft.runner import Runner
-from raft.samples import Sample, write_samples
-from raft.validation import check_partial, require_module
+from raft.modules.rl.generation import token_batch
+from raft.sampling.samples import Sample, write_samples
+from raft.tasks.kl import kl_estimate, kl_samples
+from raft.tasks.runner import Runner
+from raft.trainer.fit import fit_to_completion
+from raft.trainer.new_trainer import new_trainer
 
 log = logging.getLogger("raft")
 

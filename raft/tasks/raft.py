@@ -1,6 +1,6 @@
 """`task=raft`: the RAFT iteration (paper section 3.2): sample K per prompt, score, select the best, fine-tune.
 
-The runner (raft/runner.py) evaluates the start, calls `step` once per iteration and evaluates the end.
+The runner (raft/tasks/runner.py) evaluates the start, calls `step` once per iteration and evaluates the end.
 Every stage writes its result into `<run>/iter_NNN/` atomically, and a stage whose file exists is
 not run again, so the same command restarted after a kill resumes at the first unfinished stage.
 Stages only meet through those files and through `Policy` / `Reward`, so each can move to another
@@ -16,21 +16,21 @@ import random
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from raft import progress, strict_json
-from raft.atomic import atomic_dir, atomic_write_text, is_complete
-from raft.distributed import global_rank, train_along, wait_for, world_size
-from raft.errors import StageError
-from raft.filters import apply_filters
-from raft.kl import add_log_probs, kl_estimate, kl_samples
-from raft.metrics.rewards import mean, reward_metrics
+from raft.cli.validation import arguments, check_partial
+from raft.evaluation.metrics.rewards import mean, reward_metrics
+from raft.infra import progress, strict_json
+from raft.infra.atomic import atomic_dir, atomic_write_text, is_complete
+from raft.infra.distributed import global_rank, train_along, wait_for, world_size
+from raft.infra.errors import StageError
+from raft.infra.resources import release_memory, stage_cost
 from raft.policies.base import TRAINING_STATS, Policy
-from raft.resources import release_memory, stage_cost
 from raft.rewards.base import Reward
-from raft.runner import Runner, prompt_batch, seed_stage
-from raft.samples import Sample, read_samples, write_samples
-from raft.selection import KeepAll, Selector, ThresholdSelection, mixed_prompts
-from raft.sharding import merge_parts, read_part, remove_parts, seed_share, share, write_part
-from raft.validation import arguments, check_partial
+from raft.sampling.samples import Sample, read_samples, write_samples
+from raft.sampling.sharding import merge_parts, read_part, remove_parts, seed_share, share, write_part
+from raft.selectors.filters import apply_filters
+from raft.selectors.selection import KeepAll, Selector, ThresholdSelection, mixed_prompts
+from raft.tasks.kl import add_log_probs, kl_estimate, kl_samples
+from raft.tasks.runner import Runner, prompt_batch, seed_stage
 
 log = logging.getLogger("raft")
 
@@ -184,7 +184,7 @@ class RaftTask(Runner):
         return (self.teacher, None) if self.teacher else (self.policy, checkpoint)
 
     def share_stage(self, t: int, batch: list[tuple[int, str]], checkpoint: Path | None) -> None:
-        """This rank's part of the stage's samples and scores (see raft/sharding.py); parts already written stay."""
+        """This rank's part of the stage's samples and scores (sampling/sharding.py); parts written stay."""
         stage, rank, world = self.stage_dir(t), global_rank(), world_size()
         if (stage / "scored.jsonl").exists():
             return
@@ -344,7 +344,7 @@ class RaftTask(Runner):
         if scored and scored[0].finish_reason is not None:  # text samples: the share cut at max_new_tokens
             metrics["capped_share"] = mean([float(s.truncated) for s in scored])
             metrics["selected_capped_share"] = mean([float(s.truncated) for s in selected])
-        if kl:  # KL(p_theta || p_0) of the policy this stage produced (see raft/kl.py)
+        if kl:  # KL(p_theta || p_0) of the policy this stage produced (see raft/tasks/kl.py)
             metrics["kl"] = kl_estimate(kl)
         stats = self.checkpoint_dir(t) / TRAINING_STATS
         if stats.exists():  # RAFT++: clip fraction, approx KL of its fit

@@ -7,14 +7,14 @@ from typing import Callable
 
 import pytorch_lightning as pl
 
-from raft import strict_json
-from raft.atomic import atomic_dir, is_complete
-from raft.distributed import is_rank_zero, wait_for
-from raft.models.reward_model import MINILM_ALIAS, load_backbone, save_reward_model, score_pairs
-from raft.modules.fitting import fit_to_completion
-from raft.modules.new_trainer import new_trainer
+from raft.cli.validation import check_partial
+from raft.infra import strict_json
+from raft.infra.atomic import atomic_dir, is_complete
+from raft.infra.distributed import is_rank_zero, wait_for
 from raft.modules.reward_model import pairwise_accuracy
-from raft.validation import check_partial
+from raft.policies.models.reward_model import MINILM_ALIAS, load_backbone, save_reward_model, score_pairs
+from raft.trainer.fit import fit_to_completion
+from raft.trainer.new_trainer import new_trainer
 
 METRICS_FILE = "metrics.json"
 
@@ -33,7 +33,7 @@ class RewardModelTask:
         logger: Callable | None = None,
     ):
         if backbone != MINILM_ALIAS:
-            from raft.models import check_model_name
+            from raft.policies.models import check_model_name
 
             check_model_name(backbone, field="task.backbone")
         check_partial(module, "module")

@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from typing import Sequence
 
-from raft.console import show
+from raft.infra.console import show
 
 ROWS = [  # (label, key in evaluation dicts)
     ("policy reward (held-out)", "reward"),

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from raft.atomic import atomic_write_text
+from raft.infra.atomic import atomic_write_text
 from raft.trackers.run_config import run_config
 from raft.trackers.wandb_run import flat
 

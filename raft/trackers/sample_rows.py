@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from raft.samples import Sample, read_samples
+from raft.sampling.samples import Sample, read_samples
 
 COLUMNS = ["iteration", "prompt_idx", "sample_idx", "prompt", "response", "reward", "selected"]
 

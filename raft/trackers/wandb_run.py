@@ -1,7 +1,7 @@
 """The run's one Weights & Biases run: fine-tuning curves on `trainer/global_step`, iteration metrics on
 `iteration`, a sample table that grows across iterations, images of image runs, the figures at the end.
 
-Every `log` passes the run's own step (raft/tracking.py keeps it across restarts), so a resumed run, also an
+Every `log` passes the run's own step (raft/trackers/tracking.py keeps it across restarts), so a resumed run, also an
 offline one synced later, continues the same W&B run without repeating a step. Without an API key the run is
 offline (raft/trackers/wandb_mode.py; `wandb sync` uploads it later); an online start that fails is retried offline.
 """
@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from raft.atomic import atomic_write_text
+from raft.infra.atomic import atomic_write_text
 from raft.trackers.run_config import run_config
 from raft.trackers.sample_rows import COLUMNS, SampleRow
 from raft.trackers.wandb_mode import chosen_mode
@@ -70,7 +70,7 @@ class WandbRun:
 
     @staticmethod
     def check_arguments(a: Mapping[str, Any]) -> None:
-        """The settings' rules, also run before any model loads (raft/validation.py)."""
+        """The settings' rules, also run before any model loads (raft/cli/validation.py)."""
         if a["mode"] not in (None, "online", "offline", "disabled"):
             raise ValueError(f"wandb.mode must be online, offline, disabled or null, got {a['mode']!r}")
         if a["init_timeout"] <= 0:

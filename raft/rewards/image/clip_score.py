@@ -7,7 +7,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
-from raft.devices import pick_device
+from raft.infra.devices import pick_device
 from raft.rewards.base import Reward
 from raft.rewards.image.open_clip_loader import check_open_clip_args, load_open_clip
 

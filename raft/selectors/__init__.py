@@ -1,0 +1,1 @@
+"""The `selector` and `filters` groups: which scored samples a stage fine-tunes on."""
