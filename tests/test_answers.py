@@ -10,11 +10,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from raft.data import answers
+from raft.data.answers import extract_answer, same_answer  # the rest as answers.X: the table runs on old code too
 from raft.data.arithmetic import ArithmeticProblems
 from raft.data.countdown import CountdownProblems
 from raft.data.math_hub import HubProblems
-from raft.rewards import answers
-from raft.rewards.answers import extract_answer, same_answer  # the rest as answers.X: the table runs on old code too
 from raft.rewards.exact_match import ExactMatch
 
 # (given, reference, equivalent): the answer a response gives, the dataset's reference answer

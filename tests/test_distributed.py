@@ -47,7 +47,7 @@ def test_every_trainer_gets_its_own_copy_of_a_strategy_object():
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    from raft.cli.validation import check_partial
+    from raft.trainer.checks import check_partial
     from raft.trainer.new_trainer import new_trainer
 
     strategy = {"_target_": "pytorch_lightning.strategies.SingleDeviceStrategy", "device": "cpu"}

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from raft.policies.models import build_tiny_causal_lm, load_causal_lm
-from raft.policies.tokens import stop_token_ids
 from raft.sampling.generation import sample_k
 from raft.sampling.sampler import Sampler
+from raft.sampling.tokens import stop_token_ids
 
 
 def encode(tokenizer, prompts):

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from raft.evaluation.metrics.perplexity import reference_perplexity, sequence_log_probs
+from raft.policies.perplexity import reference_perplexity, sequence_log_probs
 
 WORDS = "the cat sat on a mat dog ran to park you are kind why is sky blue it scatters light".split()
 PROMPTS = ["Human: why is the sky blue ? Assistant:", "the cat", "Human: are you kind ?", "a"]

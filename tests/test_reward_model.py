@@ -12,7 +12,7 @@ from conftest import quiet_trainer
 from raft.cli.resolvers import asset_path
 from raft.data import Pair
 from raft.modules.reward_model import RewardModelModule, bradley_terry_loss, pairwise_accuracy
-from raft.policies.models.reward_model import load_backbone, save_reward_model, score_pairs
+from raft.rewards.model_files import load_backbone, save_reward_model, score_pairs
 from raft.rewards.reward_model import TrainedRewardModel
 
 HH = asset_path("hh_rlhf/harmless-base.jsonl.gz")  # the 2,015 harmless-base pairs shipped with raft

@@ -18,10 +18,10 @@ from conftest import quiet_trainer
 from raft.modules.sft import IGNORE, SFTModule
 from raft.policies.causal_lm import CausalLMPolicy
 from raft.policies.models import build_tiny_causal_lm, load_causal_lm
-from raft.policies.tokens import stop_token_ids
 from raft.sampling.generation import end_response, sample_k
 from raft.sampling.sampler import Sampler
 from raft.sampling.samples import Sample
+from raft.sampling.tokens import stop_token_ids
 
 PROMPTS = [(0, "\n\nHuman: How can I cook rice?\n\nAssistant:"), (1, "\n\nHuman: hi\n\nAssistant:")]
 

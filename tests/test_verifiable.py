@@ -9,12 +9,12 @@ import pytest
 from hydra.utils import instantiate
 from test_config import compose_with
 
+from raft.data.answers import extract_answer, last_boxed, same_answer
 from raft.data.arithmetic import ArithmeticProblems, arithmetic_problem
 from raft.data.countdown import CountdownProblems, evaluate
 from raft.data.math_hub import HubProblems, gsm8k_answer, reference_answer
 from raft.evaluation.evaluator import Evaluator
 from raft.policies.base import Policy
-from raft.rewards.answers import extract_answer, last_boxed, same_answer
 from raft.rewards.exact_match import ExactMatch
 from raft.sampling.sampler import Sampler
 from raft.sampling.samples import Sample

@@ -3,7 +3,7 @@
 A problem starts with a count of things and changes it `steps` times, one sentence per step: add, subtract,
 multiply (buy packs of several: add a product) or divide (share equally, keep one share). Difficulty grows
 with `steps` and `max_operand`; every count stays a whole number >= 0, so the answer is an integer and no
-step needs rounding. An answer is right when it is that integer exactly (`raft.rewards.answers.same_number`: "12",
+step needs rounding. An answer is right when it is that integer exactly (`raft.data.answers.same_number`: "12",
 "12.0", "12 apples", "$12", "1,200" for 1200), never by float tolerance or symbolic parsing.
 """
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import random
 
+from raft.data.answers import same_number
 from raft.data.problems import Problem, ProblemSet, split_problems
-from raft.rewards.answers import same_number
 
 NAMES = ("Ava", "Ben", "Chloe", "Dev", "Emma", "Finn", "Grace", "Hugo", "Iris", "Jack", "Lena", "Omar", "Priya", "Sam")
 ITEMS = ("apples", "marbles", "stickers", "books", "coins", "pencils", "cookies", "stamps", "shells", "cards")

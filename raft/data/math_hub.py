@@ -17,9 +17,9 @@ import random
 from pathlib import Path
 from typing import Any, Iterable
 
+from raft.data.answers import last_boxed
 from raft.data.preference_pairs import is_hub_id
 from raft.data.problems import Problem, ProblemSet, split_problems
-from raft.rewards.answers import last_boxed
 
 EXTRACTORS = ("gsm8k", "boxed", "field")
 LOCAL_TEST_SHARE = 0.1  # a local file with n_test null holds out this share of its problems (at least one)

@@ -6,7 +6,7 @@ and gives the exact-match reward what it needs to score a response: the problem 
 data config, so it finds the answers of exactly the prompts the loop samples, in both splits.
 
 `check` grades the way each kind of problem needs: MATH/GSM8K-style answers by math-verify
-(`raft.rewards.answers.same_answer`, the default), generated arithmetic by exact numbers (`same_number`), Countdown by
+(`raft.data.answers.same_answer`, the default), generated arithmetic by exact numbers (`same_number`), Countdown by
 evaluating the expression exactly.
 """
 
@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from raft.data.answers import check_format, instruction, same_answer
 from raft.data.sources import _check_split
-from raft.rewards.answers import check_format, instruction, same_answer
 
 
 @dataclass(frozen=True)

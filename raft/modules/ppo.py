@@ -132,7 +132,7 @@ class PPOModule(pl.LightningModule):
 
     @staticmethod
     def check_arguments(a: Mapping[str, Any]) -> None:
-        """The hyper-parameters' rules, also run before any model loads (raft/cli/validation.py)."""
+        """The hyper-parameters' rules, also run before any model loads (raft/trainer/checks.py)."""
         positive = ["lr", "ppo_epochs", "minibatch_size", "lora_rank"]
         for name in positive:
             if not a[name] > 0:

@@ -1,6 +1,7 @@
 """Reward model training: a scalar head on a causal-LM or encoder backbone, Bradley-Terry loss on pairs.
 
-Loading, saving and scoring live in `raft.policies.models.reward_model`, shared with `raft.rewards.reward_model`.
+Its texts and their encoding are defined here; loading, saving and scoring the trained model live in
+`raft.rewards.model_files`, shared with `raft.rewards.reward_model`.
 """
 
 from __future__ import annotations
@@ -13,9 +14,22 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from raft.data.preference_pairs import Pair
-from raft.policies.models.reward_model import DEFAULT_TEMPLATE, encode, format_texts, scalar_scores
 from raft.trainer.fit import check_optimiser, finite
 from raft.trainer.sharded_clipping import ShardedClipping
+
+DEFAULT_TEMPLATE = "{prompt} {response}"  # HH responses are stored without their leading space
+
+
+def format_texts(prompts: Sequence[str], responses: Sequence[str], template: str) -> list[str]:
+    return [template.format(prompt=p, response=r) for p, r in zip(prompts, responses)]
+
+
+def encode(tokenizer, texts: Sequence[str], max_length: int) -> dict[str, torch.Tensor]:
+    return dict(tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt"))
+
+
+def scalar_scores(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    return model(**batch).logits[:, 0].float()
 
 
 def bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:
@@ -69,7 +83,7 @@ class RewardModelModule(ShardedClipping, pl.LightningModule):
 
     @staticmethod
     def check_arguments(a: Mapping[str, Any]) -> None:
-        """The hyper-parameters' rules, also run before any model loads (raft/cli/validation.py)."""
+        """The hyper-parameters' rules, also run before any model loads (raft/trainer/checks.py)."""
         check_optimiser(a)
         if a["batch_size"] < 1 or a["max_length"] < 2:
             raise ValueError(

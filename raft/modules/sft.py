@@ -109,7 +109,7 @@ class SFTModule(ShardedClipping, pl.LightningModule):
 
     @staticmethod
     def check_arguments(a: Mapping[str, Any]) -> None:
-        """The hyper-parameters' rules, also run before any model loads (raft/cli/validation.py)."""
+        """The hyper-parameters' rules, also run before any model loads (raft/trainer/checks.py)."""
         check_optimiser(a)
         if a["batch_size"] < 1:
             raise ValueError(f"module.batch_size must be >= 1, got {a['batch_size']}")

@@ -15,10 +15,10 @@ from raft.modules.sft import training_rows
 from raft.policies.base import TRAINING_STATS, Policy
 from raft.policies.models import check_model_name, load_causal_lm, resolve_model_path
 from raft.policies.models.loading import load_tokenizer
-from raft.policies.tokens import encode_reference, encode_text, stop_token_ids
 from raft.sampling.engines.vllm_engine import VLLMEngine
 from raft.sampling.generation import end_response, sample_k
 from raft.sampling.samples import Sample
+from raft.sampling.tokens import encode_reference, encode_text, stop_token_ids
 from raft.trainer.fit import fit_to_completion
 from raft.trainer.full_weights import full_state_dict
 from raft.trainer.new_trainer import new_trainer
@@ -218,7 +218,7 @@ class CausalLMPolicy(Policy):
 
     def log_probs(self, checkpoint, samples: Sequence[Sample]) -> list[float]:
         """log p(response ids | prompt ids), the stop tokens included: the probability of what was sampled."""
-        from raft.evaluation.metrics.perplexity import sequence_log_probs
+        from raft.policies.perplexity import sequence_log_probs
 
         model, tokenizer = self.load(checkpoint, "float32")
         return sequence_log_probs(
@@ -227,7 +227,7 @@ class CausalLMPolicy(Policy):
 
     def perplexity(self, checkpoint, prompts: Sequence[str], references: Sequence[str]) -> float:
         """Perplexity on the reference responses' own tokens, tokenised as the model would produce them (no EOS)."""
-        from raft.evaluation.metrics.perplexity import reference_perplexity
+        from raft.policies.perplexity import reference_perplexity
 
         if len(prompts) != len(references):
             raise ValueError(f"got {len(prompts)} prompts but {len(references)} references")

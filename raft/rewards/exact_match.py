@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from raft.rewards.answers import check_extraction, check_format, lm_eval_match, read_answer
+from raft.data.answers import check_extraction, check_format, lm_eval_match, read_answer
 from raft.rewards.base import Reward
 
 

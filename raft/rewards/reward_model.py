@@ -7,8 +7,8 @@ from typing import Sequence
 
 from raft.data.preference_pairs import ASSISTANT
 from raft.infra.devices import check_dtype, pick_device
-from raft.policies.models.reward_model import META_FILE, format_texts, load_reward_model, score_texts
 from raft.rewards.base import Reward
+from raft.rewards.model_files import META_FILE, format_texts, load_reward_model, score_texts
 
 
 def as_dialogue(prompt: str) -> str:

@@ -23,8 +23,8 @@ from tqdm.auto import tqdm
 from transformers import StoppingCriteria
 
 from raft.infra import progress
-from raft.policies.tokens import first_stop
 from raft.sampling.sampler import Sampler
+from raft.sampling.tokens import first_stop
 
 # Settings transformers fills with a non-None default when unset, at the values that leave the distribution as
 # it is (those whose neutral value is None stay unset: without_model_defaults keeps the model's out of them)

@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 from hydra.utils import instantiate
 
-from raft.cli.validation import check_partial
+from raft.trainer.checks import check_partial
 
 
 class Pipeline:

@@ -13,7 +13,6 @@ from typing import Any, Callable
 
 import torch
 
-from raft.cli.validation import check_partial, require_module
 from raft.evaluation.metrics.diversity import distinct_n, duplicate_share, mean_length, msttr
 from raft.evaluation.metrics.rewards import mean
 from raft.infra.atomic import atomic_dir
@@ -23,6 +22,7 @@ from raft.modules.rl.generation import token_batch
 from raft.sampling.samples import Sample, write_samples
 from raft.tasks.kl import kl_estimate, kl_samples
 from raft.tasks.runner import Runner
+from raft.trainer.checks import check_partial, require_module
 from raft.trainer.fit import fit_to_completion
 from raft.trainer.new_trainer import new_trainer
 

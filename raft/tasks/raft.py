@@ -16,7 +16,6 @@ import random
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from raft.cli.validation import arguments, check_partial
 from raft.evaluation.metrics.rewards import mean, reward_metrics
 from raft.infra import progress, strict_json
 from raft.infra.atomic import atomic_dir, atomic_write_text, is_complete
@@ -31,6 +30,7 @@ from raft.selectors.filters import apply_filters
 from raft.selectors.selection import KeepAll, Selector, ThresholdSelection, mixed_prompts
 from raft.tasks.kl import add_log_probs, kl_estimate, kl_samples
 from raft.tasks.runner import Runner, prompt_batch, seed_stage
+from raft.trainer.checks import arguments, check_partial
 
 log = logging.getLogger("raft")
 

@@ -7,12 +7,12 @@ from typing import Callable
 
 import pytorch_lightning as pl
 
-from raft.cli.validation import check_partial
 from raft.infra import strict_json
 from raft.infra.atomic import atomic_dir, is_complete
 from raft.infra.distributed import is_rank_zero, wait_for
 from raft.modules.reward_model import pairwise_accuracy
-from raft.policies.models.reward_model import MINILM_ALIAS, load_backbone, save_reward_model, score_pairs
+from raft.rewards.model_files import MINILM_ALIAS, load_backbone, save_reward_model, score_pairs
+from raft.trainer.checks import check_partial
 from raft.trainer.fit import fit_to_completion
 from raft.trainer.new_trainer import new_trainer
 

@@ -19,7 +19,6 @@ from typing import Any, Callable, Sequence
 import pytorch_lightning as pl
 import torch
 
-from raft.cli.validation import check_partial
 from raft.infra import progress, strict_json
 from raft.infra.atomic import atomic_write_text, check_checkpoint, is_complete
 from raft.infra.distributed import is_rank_zero, wait_for, world_size
@@ -36,6 +35,7 @@ from raft.policies.base import Policy
 from raft.sampling.samples import Sample
 from raft.tasks.summary import plot_run, print_before_after
 from raft.trackers.tracking import Tracker
+from raft.trainer.checks import check_partial
 
 log = logging.getLogger("raft")
 

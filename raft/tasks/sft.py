@@ -7,10 +7,10 @@ from typing import Callable
 
 import pytorch_lightning as pl
 
-from raft.cli.validation import check_partial
 from raft.infra.atomic import atomic_dir, is_complete
 from raft.infra.distributed import is_rank_zero, train_along, wait_for
 from raft.sampling.samples import Sample
+from raft.trainer.checks import check_partial
 
 
 class SFTTask:

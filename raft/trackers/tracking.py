@@ -84,8 +84,8 @@ class Tracker:
 
     @staticmethod
     def check_arguments(a: Mapping[str, Any]) -> None:
-        """The settings' rules, the backends' included, also run before any model loads (raft/cli/validation.py)."""
-        from raft.cli.validation import check_partial
+        """The settings' rules, the backends' included, also run before any model loads (raft/trainer/checks.py)."""
+        from raft.trainer.checks import check_partial
 
         if a["table_rows"] < 0:
             raise ValueError(f"logger.table_rows must be >= 0, got {a['table_rows']}")

@@ -70,7 +70,7 @@ class WandbRun:
 
     @staticmethod
     def check_arguments(a: Mapping[str, Any]) -> None:
-        """The settings' rules, also run before any model loads (raft/cli/validation.py)."""
+        """The settings' rules, also run before any model loads (raft/trainer/checks.py)."""
         if a["mode"] not in (None, "online", "offline", "disabled"):
             raise ValueError(f"wandb.mode must be online, offline, disabled or null, got {a['mode']!r}")
         if a["init_timeout"] <= 0:

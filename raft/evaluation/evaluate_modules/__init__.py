@@ -4,7 +4,7 @@
     from raft.evaluation.evaluate_modules import module_path
     evaluate.load(module_path("msttr")).compute(predictions=texts)   # {"msttr_100": ...}
 
-Each module calls raft's own function (raft/evaluation/metrics/diversity.py; raft/rewards/answers.py for
+Each module calls raft's own function (raft/evaluation/metrics/diversity.py; raft/data/answers.py for
 `exact_match`, the accuracy of the verifiable tasks), so it gives the same numbers.
 """
 

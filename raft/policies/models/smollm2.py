@@ -13,7 +13,7 @@ import torch
 
 from raft.infra.atomic import atomic_dir, is_complete
 from raft.infra.locks import file_lock
-from raft.policies.models.cache import cache_root
+from raft.infra.model_cache import cache_root
 
 ALIAS = "smollm2-135m-instruct"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -8,7 +8,7 @@ import torch
 
 from raft.infra.atomic import atomic_dir, is_complete
 from raft.infra.locks import file_lock
-from raft.policies.models.cache import cache_root
+from raft.infra.model_cache import cache_root
 
 TINY_ALIAS = "tiny-llama"
 

@@ -177,7 +177,7 @@ class VLLMEngine:
 
 def default_python() -> str:
     """$RAFT_VLLM_PYTHON, else the environment scripts/make_vllm_env.sh builds (when it exists), else raft's own."""
-    from raft.policies.models.cache import cache_root
+    from raft.infra.model_cache import cache_root
 
     built = cache_root() / "vllm-cpu" / "bin" / "python"
     return os.environ.get("RAFT_VLLM_PYTHON") or (str(built) if built.exists() else sys.executable)

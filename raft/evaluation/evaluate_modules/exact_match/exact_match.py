@@ -1,10 +1,10 @@
-"""Exact-match accuracy of final answers (raft.rewards.answers, as reward=exact_match reads and grades them)."""
+"""Exact-match accuracy of final answers (raft.data.answers, as reward=exact_match reads and grades them)."""
 
 import datasets
 import evaluate
 
+from raft.data.answers import check_extraction, check_format, lm_eval_match, read_answer, same_answer
 from raft.evaluation.evaluate_modules._text_metric import CITATION
-from raft.rewards.answers import check_extraction, check_format, lm_eval_match, read_answer, same_answer
 
 
 class ExactMatch(evaluate.Metric):

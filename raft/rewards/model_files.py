@@ -1,5 +1,6 @@
 """Reward models on disk: the backbone loader, and save / load / score helpers shared by training
-(`raft.modules.reward_model`, `task=reward_model`) and scoring (`raft.rewards.reward_model`), so the trained
+(`raft.modules.reward_model`, whose text template and encoding they use, `task=reward_model`) and scoring
+(`raft.rewards.reward_model`), so the trained
 model is read back exactly as it was trained (same text template, truncation, padding).
 """
 
@@ -15,11 +16,11 @@ import torch
 from raft.data.preference_pairs import Pair
 from raft.infra import strict_json
 from raft.infra.devices import dtype_of
+from raft.modules.reward_model import DEFAULT_TEMPLATE, encode, format_texts, scalar_scores
 from raft.policies.models.loading import resolve_model_path
 
 MINILM_ALIAS = "minilm"
 META_FILE = "raft_reward_model.json"
-DEFAULT_TEMPLATE = "{prompt} {response}"  # HH responses are stored without their leading space
 
 
 def minilm_folder() -> Path:
@@ -57,18 +58,6 @@ def load_backbone(name_or_path: str, dtype: str = "float32"):
     tokenizer = AutoTokenizer.from_pretrained(folder)
     prepare_tokenizer(tokenizer, model)
     return model, tokenizer
-
-
-def format_texts(prompts: Sequence[str], responses: Sequence[str], template: str) -> list[str]:
-    return [template.format(prompt=p, response=r) for p, r in zip(prompts, responses)]
-
-
-def encode(tokenizer, texts: Sequence[str], max_length: int) -> dict[str, torch.Tensor]:
-    return dict(tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt"))
-
-
-def scalar_scores(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    return model(**batch).logits[:, 0].float()
 
 
 @torch.no_grad()

@@ -1,7 +1,7 @@
 """Log-probabilities of response token ids given prompt token ids under a causal LM.
 
 Callers pass ids, never text: the sampled ids for the KL terms, and references tokenised as the
-model would have produced them (`raft.policies.tokens.encode_reference`) for perplexity. Rows are
+model would have produced them (`raft.sampling.tokens.encode_reference`) for perplexity. Rows are
 padded on one side and position ids are taken from the attention mask, so left and right padding
 give the same numbers as scoring one row at a time.
 """
