@@ -25,6 +25,32 @@ SMALL_RUN = [
     "trainer.max_epochs=1",
 ]
 
+# The same for an image policy: the digits preset shrunk to a 3-step pixel UNet (pretrained within the run), two
+# iterations of 4 prompts x K = 2 images; `model.pretrained_dir` is set per run folder by the caller.
+SMALL_IMAGE_RUN = [
+    "experiment=digits_alignment",
+    "model.base_resolution=8",
+    "model.channels=[8,16,16]",
+    "model.pretrain_steps=3",
+    "model.pretrain_batch_size=16",
+    "model.bf16=false",
+    "model.pretrain_trainer.precision=32-true",
+    "sampler.K=2",
+    "sampler.steps=2",
+    "sampler.resolution=8",
+    "sampler.batch_size=8",
+    "data.in_domain=[1,2]",
+    "data.out_of_domain=[3]",
+    "trainer.max_steps=2",
+    "trainer.precision=32-true",
+    "task.iterations=2",
+    "task.batch_size=4",
+    "task.keep_checkpoints=2",
+    "task.eval_sampler.K=2",
+    "task.grid_samples=2",
+    "filters=none",  # a 2-step base draws grey noise, which digits_clean drops whole
+]
+
 UNTIMED = {"wall_time_s", "training_cost"}
 UNTIMED_PREFIXES = ("seconds_", "peak_rss_mb", "peak_cuda_mb")  # a stage's own time and memory too
 
@@ -48,7 +74,16 @@ def outcome(run: Path) -> dict:
         "evaluation": json.dumps(untimed(json.loads(evaluation.read_text())), sort_keys=True)
         if evaluation.exists()
         else None,
-        "weights": {c.parent.name: load_file(c / "model.safetensors") for c in sorted(run.glob("iter_*/checkpoint"))},
+        "weights": {c.parent.name: checkpoint_tensors(c) for c in sorted(run.glob("iter_*/checkpoint"))},
+    }
+
+
+def checkpoint_tensors(folder: Path) -> dict:
+    """Every tensor a checkpoint folder holds (a causal LM's model.safetensors, a UNet's unet/ folder)."""
+    return {
+        f"{p.relative_to(folder)}:{k}": v
+        for p in sorted(folder.rglob("*.safetensors"))
+        for k, v in load_file(p).items()
     }
 
 

@@ -330,6 +330,40 @@ def test_digits_policy_pretrain_and_one_raft_iteration(tmp_path, run_dir):
     assert any(not torch.equal(before[k], after[k]) for k in before)
 
 
+def test_sigterm_during_an_image_stage_saves_no_checkpoint(tmp_path, run_dir):
+    """The image policies fit through the same completion guard as the text ones: Lightning stops gracefully on
+    SIGTERM and returns from `fit`, and a stage that saved that UNet would count as finished on resume."""
+    import os
+    import signal
+
+    import pytorch_lightning as pl
+
+    from raft.trainer.fit import TrainingInterrupted
+
+    class SendSigterm(pl.Callback):
+        def on_train_batch_start(self, trainer, *args):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    policy = tiny_digits_policy(tmp_path / "pretrained")
+    policy.pretrain()
+    loop = RaftTask(
+        policy=policy,
+        reward=DigitClassifierReward(),
+        sampler=DiffusionSampler(K=2, steps=2, resolution=8, batch_size=4),
+        selector=LocalRanking(),
+        module=functools.partial(DenoisingModule, learning_rate=1e-2, batch_size=2),
+        trainer=quiet_trainer(max_steps=2, precision="32-true", callbacks=[SendSigterm()]),
+        output_dir=run_dir,
+        iterations=1,
+        batch_size=2,
+        track_kl=False,
+    )
+    with pytest.raises(TrainingInterrupted, match="SIGTERM"):
+        loop.run_iterations(DigitPrompts(in_domain=[1, 7]).prompts("train"))
+    assert not (run_dir / "iter_000" / "checkpoint").exists()
+    assert (run_dir / "iter_000" / "selected.jsonl").exists()  # the stages before it are kept
+
+
 def test_prompt_sources():
     data = DigitPrompts(in_domain=[0, 1], out_of_domain=[9], repeats=2)
     assert data.prompts("train") == ["digit 0", "digit 1", "digit 0", "digit 1"]

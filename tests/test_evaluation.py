@@ -35,7 +35,7 @@ class ScriptedPolicy(Policy):
             for j in range(sampler.K)
         ]
 
-    def finetune(self, *args):
+    def training_job(self, *args):
         raise AssertionError("evaluation never trains")
 
     def perplexity(self, checkpoint, prompts, references):

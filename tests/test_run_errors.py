@@ -75,7 +75,7 @@ def test_ctrl_c_inside_a_lightning_fit_is_a_keyboard_interrupt_and_ctrl_c_works_
     import pytorch_lightning as pl
     import torch
 
-    from raft.trainer.fit import fit_to_completion
+    from raft.trainer.fit import fit
 
     class Interrupted(pl.LightningModule):
         def __init__(self):
@@ -92,7 +92,7 @@ def test_ctrl_c_inside_a_lightning_fit_is_a_keyboard_interrupt_and_ctrl_c_works_
             return torch.optim.SGD(self.parameters(), lr=0.1)
 
     with pytest.raises(KeyboardInterrupt):  # Lightning itself would have called sys.exit(1)
-        fit_to_completion(quiet_trainer(max_epochs=1)(), Interrupted())
+        fit(quiet_trainer(max_epochs=1), Interrupted())
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 

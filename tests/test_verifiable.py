@@ -218,7 +218,7 @@ class SolvesEvenPrompts(Policy):
             for j in range(sampler.K)
         ]
 
-    def finetune(self, *args):
+    def training_job(self, *args):
         raise AssertionError("evaluation never trains")
 
 

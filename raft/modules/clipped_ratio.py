@@ -186,7 +186,7 @@ class ClippedRatioModule(SFTModule):
         return finite(loss, self)
 
     def training_stats(self) -> dict[str, float]:
-        """Means over the fit's optimiser steps (CausalLMPolicy.finetune saves them as training_stats.json)."""
+        """Means over the fit's optimiser steps (the stage saves them as training_stats.json)."""
         keys = self.step_stats[0] if self.step_stats else {}
         stats = {k: sum(s[k] for s in self.step_stats) / len(self.step_stats) for k in keys}
         return {f"{self.stats_prefix}{k}": v for k, v in {**stats, "steps": len(self.step_stats)}.items()}

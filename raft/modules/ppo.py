@@ -64,7 +64,7 @@ class PPOModule(pl.LightningModule):
     """Policy (causal LM, LoRA by default) + value head; reference = the same weights with the adapter off.
 
     Use: `rollouts = module.score_rollouts(...)`, `module.set_rollouts(rollouts)`, then
-    `Trainer(max_epochs=1).fit(module)` runs `ppo_epochs` passes of shuffled minibatch updates.
+    A Trainer's one epoch (`max_epochs=1`) runs `ppo_epochs` passes of shuffled minibatch updates.
     """
 
     for_task = "ppo"  # its fit is PPO's update on rollouts: another task's step cannot feed it

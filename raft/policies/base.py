@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from raft.sampling.samples import Sample
-
-TRAINING_STATS = "training_stats.json"  # a checkpoint's record of its fit (RAFT++ / GRPO statistics)
+from raft.trainer.stage import TRAINING_STATS, TrainingJob, fit_stage
 
 
 class Policy(ABC):
@@ -29,7 +28,6 @@ class Policy(ABC):
     ) -> list[Sample]:
         """Draw `sampler.K` responses for each (prompt_idx, prompt). Image responses are saved under out_dir."""
 
-    @abstractmethod
     def finetune(
         self,
         checkpoint: Path | None,
@@ -38,7 +36,14 @@ class Policy(ABC):
         module: Callable[..., Any],
         trainer: Callable[..., Any],
     ) -> None:
-        """Fine-tune `checkpoint` on `samples` with a Lightning module and trainer; save into out_dir."""
+        """Fine-tune `checkpoint` on `samples` with a Lightning module and trainer; save into out_dir. Every
+        policy fits the same way (raft/trainer/stage.py); what differs is its `training_job`."""
+        fit_stage(self, checkpoint, list(samples), Path(out_dir), module, trainer)
+
+    @abstractmethod
+    def training_job(self, checkpoint: Path | None, samples: list[Sample], out_dir: Path) -> TrainingJob:
+        """Load `checkpoint` for training and turn `samples` into the module's inputs (model, rows, ...); the job
+        says how to save the fitted model into out_dir."""
 
     def save_unchanged(self, checkpoint: Path | None, out_dir: Path) -> None:
         """Write `checkpoint` as it is into out_dir: a stage whose selection kept nothing passes its policy on."""

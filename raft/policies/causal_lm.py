@@ -4,24 +4,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Sequence
 
 import torch
 
-from raft.infra import strict_json
 from raft.infra.devices import pick_device
-from raft.infra.distributed import is_rank_zero
 from raft.modules.sft import training_rows
-from raft.policies.base import TRAINING_STATS, Policy
+from raft.policies.base import Policy
 from raft.policies.models import check_model_name, load_causal_lm, resolve_model_path
 from raft.policies.models.loading import load_tokenizer
 from raft.sampling.engines.vllm_engine import VLLMEngine
 from raft.sampling.generation import end_response, sample_k
 from raft.sampling.samples import Sample
 from raft.sampling.tokens import encode_reference, encode_text, stop_token_ids
-from raft.trainer.fit import fit_to_completion
-from raft.trainer.full_weights import full_state_dict
-from raft.trainer.new_trainer import new_trainer
+from raft.trainer.stage import TrainingJob
 
 
 class CausalLMPolicy(Policy):
@@ -186,28 +182,18 @@ class CausalLMPolicy(Policy):
             for j, g in enumerate(gs)
         ]
 
-    def finetune(
-        self,
-        checkpoint,
-        samples: Sequence[Sample],
-        out_dir: Path,
-        module: Callable[..., Any],
-        trainer: Callable[..., Any],
-    ) -> None:
+    def training_job(self, checkpoint, samples: list[Sample], out_dir: Path) -> TrainingJob:
         self.vllm.pause()  # the fine-tuning gets the engine's memory
         model, tokenizer = self.load(checkpoint, "float32", trainable=True)
         rows = training_rows(self.token_rows(tokenizer, samples), self.max_length)
         for row, s in zip(rows, samples):  # which prompt and reward each row has (GRPO's group advantages)
             row["prompt_idx"], row["reward"] = s.prompt_idx, s.reward
-        lit = module(model=model, rows=rows, pad_id=tokenizer.pad_token_id)
-        fitted = new_trainer(trainer, default_root_dir=str(out_dir))
-        fit_to_completion(fitted, lit)
-        state = full_state_dict(fitted)  # FSDP / DeepSpeed: every rank gathers, rank 0 receives the whole model
-        if is_rank_zero():  # under DDP every rank holds the same weights; one writes them
-            model.save_pretrained(out_dir, state_dict=state)  # a LoRA model saves only its adapter
-            tokenizer.save_pretrained(out_dir)
-            if hasattr(lit, "training_stats"):  # RAFT++ / GRPO: clip fraction, approx KL, ... of this fit
-                (Path(out_dir) / TRAINING_STATS).write_text(strict_json.dumps(lit.training_stats()))
+
+        def save(folder: Path, state: dict | None) -> None:
+            model.save_pretrained(folder, state_dict=state)  # a LoRA model saves only its adapter
+            tokenizer.save_pretrained(folder)
+
+        return TrainingJob({"model": model, "rows": rows, "pad_id": tokenizer.pad_token_id}, save)
 
     def save_unchanged(self, checkpoint, out_dir: Path) -> None:
         if checkpoint is not None:

@@ -10,7 +10,6 @@ full checkpoints of this size cost nothing.
 from __future__ import annotations
 
 import json
-import logging
 import re
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -31,9 +30,8 @@ from raft.policies.models.digits import NULL_CLASS, build_digits_unet, digit_of_
 from raft.sampling.image import DiffusionSampler, image_name
 from raft.sampling.images import open_image, save_png, stage_dir_of
 from raft.sampling.samples import Sample
-from raft.trainer.new_trainer import new_trainer
-
-log = logging.getLogger("raft")
+from raft.trainer.fit import fit
+from raft.trainer.stage import TrainingJob
 
 
 class DigitsDiffusionPolicy(Policy):
@@ -127,7 +125,7 @@ class DigitsDiffusionPolicy(Policy):
             condition_dropout=s["condition_dropout"],
             seed=self.seed,
         )
-        new_trainer(self.pretrain_trainer).fit(module)
+        fit(self.pretrain_trainer, module)
         with atomic_dir(self.pretrained_dir) as tmp:
             unet.save_pretrained(tmp / "unet")
             scheduler.save_pretrained(tmp / "scheduler")
@@ -197,23 +195,11 @@ class DigitsDiffusionPolicy(Policy):
             x = scheduler.step(eps, t, x, generator=generator).prev_sample
         return x.clamp(-1, 1)
 
-    def finetune(
-        self,
-        checkpoint: Path | None,
-        samples: Sequence[Sample],
-        out_dir: Path,
-        module: Callable[..., Any],
-        trainer: Callable[..., Any],
-    ) -> None:
-        out_dir = Path(out_dir)
+    def training_job(self, checkpoint: Path | None, samples: list[Sample], out_dir: Path) -> TrainingJob:
         unet, noise_schedule = self._load(checkpoint)
         unet.train()
         self.select_trainable(unet)
         stage = stage_dir_of(out_dir)
-        if not samples:  # the post-filters dropped every selected image: keep the current weights
-            log.warning("nothing left to fine-tune on in %s (post-filters removed all): weights unchanged", stage)
-            unet.save_pretrained(out_dir / "unet")
-            return
         pixels = [_from_pil(open_image(s, stage)) for s in samples]
         if len({p.shape for p in pixels}) > 1:
             raise ValueError(f"selected images differ in size: {sorted({tuple(p.shape) for p in pixels})}")
@@ -222,15 +208,20 @@ class DigitsDiffusionPolicy(Policy):
         if self.expert_ratio > 0:
             expert, expert_labels = self.expert_digits(labels, inputs.shape[-1], stage.name)
             inputs, labels = torch.cat([inputs, expert]), torch.cat([labels, expert_labels])
-        lightning_module = module(
-            model=unet,
-            noise_scheduler=noise_schedule,
-            inputs=inputs,
-            conditions={"class_labels": labels},
-            null_conditions={"class_labels": torch.tensor([NULL_CLASS])},
-        )
-        new_trainer(trainer).fit(lightning_module)
-        unet.save_pretrained(out_dir / "unet")  # the loop hands a scratch folder and renames it when done
+        module_inputs = {
+            "model": unet,
+            "noise_scheduler": noise_schedule,
+            "inputs": inputs,
+            "conditions": {"class_labels": labels},
+            "null_conditions": {"class_labels": torch.tensor([NULL_CLASS])},
+        }
+        return TrainingJob(module_inputs, lambda folder, state: save_unet(unet, folder / "unet", state))
+
+    def save_unchanged(self, checkpoint: Path | None, out_dir: Path) -> None:
+        if checkpoint is not None:
+            return super().save_unchanged(checkpoint, out_dir)
+        unet, _ = self._load(None)
+        unet.save_pretrained(Path(out_dir) / "unet")
 
     def select_trainable(self, unet: torch.nn.Module) -> int:
         """Freeze every parameter `trainable` does not name; returns how many weights stay trainable."""
@@ -255,6 +246,13 @@ class DigitsDiffusionPolicy(Policy):
 
     def response_for_reward(self, sample: Sample, stage_dir: Path) -> Image.Image:
         return open_image(sample, stage_dir)
+
+
+def save_unet(unet: UNet2DModel, folder: Path, state: dict | None) -> None:
+    """The fitted UNet (with the whole weights a sharding strategy gathered, when it did)."""
+    if state is not None:
+        unet.load_state_dict(state)
+    unet.save_pretrained(folder)
 
 
 def _to_pil(image: torch.Tensor) -> Image.Image:

@@ -39,7 +39,7 @@ class RecordedSamples(Policy):
             raise ValueError(f"{path} has {sorted(set(counts.values()))} samples per prompt, sampler.K is {sampler.K}")
         return [replayed(s) for s in recorded]
 
-    def finetune(self, *args, **kwargs) -> None:
+    def training_job(self, *args, **kwargs):
         raise TypeError("RecordedSamples replays a finished run; it cannot be fine-tuned (use it as task.teacher)")
 
 

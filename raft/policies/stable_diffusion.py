@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -19,7 +19,7 @@ from raft.policies.base import Policy
 from raft.sampling.image import DiffusionSampler, image_name
 from raft.sampling.images import open_image, save_png, stage_dir_of
 from raft.sampling.samples import Sample
-from raft.trainer.new_trainer import new_trainer
+from raft.trainer.stage import TrainingJob
 
 ALIASES = {"sd15": "stable-diffusion-v1-5/stable-diffusion-v1-5"}
 LORA_FILE = "pytorch_lora_weights.safetensors"
@@ -136,12 +136,12 @@ class StableDiffusionPolicy(Policy):
                 raise ValueError(f"{checkpoint} does not match this LoRA config: {result.unexpected_keys[:3]} ...")
         return pipe
 
-    def save_lora(self, unet: Any, out_dir: Path) -> None:
+    def save_lora(self, unet: Any, out_dir: Path, state: dict | None = None) -> None:
         from diffusers import StableDiffusionPipeline
         from diffusers.utils import convert_state_dict_to_diffusers
         from peft.utils import get_peft_model_state_dict
 
-        layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+        layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet, state_dict=state))
         # The loop hands `finetune` a scratch folder and renames it when done, so no atomic step here.
         StableDiffusionPipeline.save_lora_weights(out_dir, unet_lora_layers=layers, weight_name=LORA_FILE)
 
@@ -198,30 +198,22 @@ class StableDiffusionPolicy(Policy):
         states = pipe.text_encoder(tokens)[0]
         return torch.cat(latents).float().cpu(), states[:-1].float().cpu(), states[-1:].float().cpu()
 
-    def finetune(
-        self,
-        checkpoint: Path | None,
-        samples: Sequence[Sample],
-        out_dir: Path,
-        module: Callable[..., Any],
-        trainer: Callable[..., Any],
-    ) -> None:
+    def training_job(self, checkpoint: Path | None, samples: list[Sample], out_dir: Path) -> TrainingJob:
         from diffusers import DDPMScheduler
 
         pipe = self._pipeline(torch.float32)  # trainer.precision decides mixed precision; adapters stay fp32
         latents, states, empty = self._encode(pipe, samples, stage_dir_of(Path(out_dir)))
         unet = self._with_lora(pipe, Path(checkpoint) if checkpoint else None).unet
         unet.train()
-        lightning_module = module(
-            model=unet,
-            noise_scheduler=DDPMScheduler.from_config(pipe.scheduler.config),
-            inputs=latents,
-            conditions={"encoder_hidden_states": states},
-            null_conditions={"encoder_hidden_states": empty},
-        )
+        inputs = {
+            "model": unet,
+            "noise_scheduler": DDPMScheduler.from_config(pipe.scheduler.config),
+            "inputs": latents,
+            "conditions": {"encoder_hidden_states": states},
+            "null_conditions": {"encoder_hidden_states": empty},
+        }
         del pipe  # VAE and text encoder are no longer needed during training
-        new_trainer(trainer).fit(lightning_module)
-        self.save_lora(unet, Path(out_dir))
+        return TrainingJob(inputs, lambda folder, state: self.save_lora(unet, folder, state))
 
     def response_for_reward(self, sample: Sample, stage_dir: Path) -> Any:
         return open_image(sample, stage_dir)

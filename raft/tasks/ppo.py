@@ -7,6 +7,7 @@ Reward, compute old / reference log-probs and values, let Lightning run the PPO 
 
 from __future__ import annotations
 
+import json
 import logging
 from contextlib import nullcontext
 from typing import Any, Callable
@@ -15,16 +16,17 @@ import torch
 
 from raft.evaluation.metrics.diversity import distinct_n, duplicate_share, mean_length, msttr
 from raft.evaluation.metrics.rewards import mean
-from raft.infra.atomic import atomic_dir
+from raft.infra import strict_json
+from raft.infra.atomic import atomic_dir, atomic_write_text, is_complete
 from raft.infra.resources import release_memory
 from raft.modules.ppo import PPOModule
 from raft.modules.rl.generation import token_batch
-from raft.sampling.samples import Sample, write_samples
+from raft.sampling.samples import Sample
 from raft.tasks.kl import kl_estimate, kl_samples
-from raft.tasks.runner import Runner
+from raft.tasks.runner import Runner, seed_stage
 from raft.trainer.checks import check_partial, require_module
-from raft.trainer.fit import fit_to_completion
-from raft.trainer.new_trainer import new_trainer
+from raft.trainer.fit import fit
+from raft.trainer.stage import TRAINING_STATS
 
 log = logging.getLogger("raft")
 
@@ -60,49 +62,73 @@ class PPOTask(Runner):
             precision,
         )
         self.ppo = self.tokenizer = None  # loaded when some iteration is left to run, kept across iterations
+        self.scored_rollouts = None
 
     # -- one iteration -------------------------------------------------------------------------
     def step(self, t: int, batch: list[tuple[int, str]]) -> tuple[dict, list[Sample]]:
         if self.ppo is None:
             self.ppo, self.tokenizer = self.build_module(resume_from=t - 1)
-        ppo, tokenizer, stage = self.ppo, self.tokenizer, self.stage_dir(t)
-        device = self.policy.device
-        ppo.to(device).eval()  # Lightning's teardown leaves the module on the CPU
-        torch.manual_seed(self.seed * 100003 + t)  # a resumed iteration samples the same responses
+        ppo, stage = self.ppo, self.stage_dir(t)
+        ppo.to(self.policy.device).eval()  # Lightning's teardown leaves the module on the CPU
+        # 1. roll out one response per prompt from the current policy, 2. score it (stage files, as RAFT's)
+        seed_stage(self.seed, t)
+        samples = self.stage(stage / "samples.jsonl", lambda: self.roll_out(batch))
+        scored = self.stage(stage / "scored.jsonl", lambda: self.score(samples, stage))
+        # 3. update: the PPO epochs over these rollouts, then save policy and state (once: a resumed stage whose
+        # checkpoint is complete takes the state it saved)
+        if is_complete(self.checkpoint_dir(t)):
+            ppo.load_state(self.checkpoint_dir(t))
+        else:
+            rollouts = self.scored_rollouts if self.scored_rollouts is not None else self.rollouts(scored)
+            ppo.set_rollouts(rollouts)  # scored just now, or computed again from the stage file
+            self.scored_rollouts = None
+            seed_stage(self.seed, t)  # the minibatch shuffles and dropout of an uninterrupted run
+            ppo.train()  # Lightning 2 keeps the caller's mode; LoRA dropout is part of the recipe (Table 12)
+            fit(self.tracked(self.trainer, t), ppo, default_root_dir=str(stage))
+            with atomic_dir(self.checkpoint_dir(t)) as tmp:
+                ppo.save_policy(tmp, self.tokenizer, base=self.init_checkpoint)  # what CausalLMPolicy.load reads
+                ppo.save_state(tmp)
+                atomic_write_text(tmp / TRAINING_STATS, strict_json.dumps(ppo.update_stats()))
+            release_memory()
+        # 4. how far the policy this update produced has moved from the initial one (as for RAFT)
+        kl = self.stage(
+            stage / "kl_samples.jsonl",
+            lambda: kl_samples(
+                self.policy, self.checkpoint_dir(t), self.init_checkpoint, batch, self.sampler, stage, self.seed, t
+            ),
+        )
+        update = json.loads((self.checkpoint_dir(t) / TRAINING_STATS).read_text())  # this run's or the earlier one's
+        return self.metrics(t, scored, kl, update), scored
 
-        # 1. roll out: one response per prompt from the current policy
-        with autocast(device, "bf16" if self.policy.sample_dtype == "bfloat16" else "32"):
-            samples = self.policy.generate(ppo.policy, tokenizer, batch, self.sampler)
-        # 2. score them; old and reference log-probs and values, under the trainer's precision
+    def roll_out(self, batch: list[tuple[int, str]]) -> list[Sample]:
+        """One response per prompt from the policy being trained (in memory, at the sampling precision)."""
+        with autocast(self.policy.device, "bf16" if self.policy.sample_dtype == "bfloat16" else "32"):
+            return self.policy.generate(self.ppo.policy, self.tokenizer, batch, self.sampler)
+
+    def score(self, samples: list[Sample], stage) -> list[Sample]:
+        """The reward of each response, and its log-probability under the policy and the reference."""
         scores = self.reward([s.prompt for s in samples], [self.policy.response_for_reward(s, stage) for s in samples])
         self.reward.close()
-        input_ids, attention_mask, response_mask = token_batch(samples, tokenizer.pad_token_id)
-        with autocast(device, str(self.precision)):
-            rollouts = ppo.score_rollouts(
-                input_ids, attention_mask, response_mask, torch.tensor(scores), batch_size=ppo.hparams.minibatch_size
-            )
+        rollouts = self.scored_rollouts = self.rollouts(samples, scores)  # the update takes them as they are
         mask = rollouts.response_mask.bool()
         for s, reward, lp, ref in zip(
             samples, scores, rollouts.logprobs.where(mask, 0).sum(1), rollouts.ref_logprobs.where(mask, 0).sum(1)
         ):
             s.reward, s.logp, s.ref_logp = reward, lp.item(), ref.item()
-        write_samples(stage / "scored.jsonl", samples)
+        return samples
 
-        # 3. update: the PPO epochs over these rollouts, then save policy and state
-        ppo.set_rollouts(rollouts)
-        ppo.train()  # Lightning 2 keeps the caller's mode; LoRA dropout is part of the recipe (Table 12)
-        fit_to_completion(new_trainer(self.tracked(self.trainer, t), default_root_dir=str(stage)), ppo)
-        with atomic_dir(self.checkpoint_dir(t)) as tmp:
-            ppo.save_policy(tmp, tokenizer, base=self.init_checkpoint)  # what CausalLMPolicy.load reads
-            ppo.save_state(tmp)
-        release_memory()
-
-        # 4. how far the policy this update produced has moved from the initial one (as for RAFT)
-        kl = kl_samples(
-            self.policy, self.checkpoint_dir(t), self.init_checkpoint, batch, self.sampler, stage, self.seed, t
-        )
-        write_samples(stage / "kl_samples.jsonl", kl)
-        return self.metrics(t, samples, kl, ppo.update_stats()), samples
+    def rollouts(self, samples: list[Sample], scores: list[float] | None = None):
+        """Old and reference log-probs and values of the sampled tokens, under the trainer's precision."""
+        scores = [s.reward for s in samples] if scores is None else scores
+        input_ids, attention_mask, response_mask = token_batch(samples, self.tokenizer.pad_token_id)
+        with autocast(self.policy.device, str(self.precision)):
+            return self.ppo.score_rollouts(
+                input_ids,
+                attention_mask,
+                response_mask,
+                torch.tensor(scores),
+                batch_size=self.ppo.hparams.minibatch_size,
+            )
 
     def build_module(self, resume_from: int):
         """The PPO module on the initial model, with the state of iteration `resume_from` when >= 0."""

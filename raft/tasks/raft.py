@@ -22,15 +22,16 @@ from raft.infra.atomic import atomic_dir, atomic_write_text, is_complete
 from raft.infra.distributed import global_rank, train_along, wait_for, world_size
 from raft.infra.errors import StageError
 from raft.infra.resources import release_memory, stage_cost
-from raft.policies.base import TRAINING_STATS, Policy
+from raft.policies.base import Policy
 from raft.rewards.base import Reward
-from raft.sampling.samples import Sample, read_samples, write_samples
+from raft.sampling.samples import Sample, read_samples
 from raft.sampling.sharding import merge_parts, read_part, remove_parts, seed_share, share, write_part
 from raft.selectors.filters import apply_filters
 from raft.selectors.selection import KeepAll, Selector, ThresholdSelection, mixed_prompts
 from raft.tasks.kl import add_log_probs, kl_estimate, kl_samples
 from raft.tasks.runner import Runner, prompt_batch, seed_stage
 from raft.trainer.checks import arguments, check_partial
+from raft.trainer.stage import TRAINING_STATS
 
 log = logging.getLogger("raft")
 
@@ -209,14 +210,6 @@ class RaftTask(Runner):
         merge_parts(stage / "samples.jsonl", batch, world)
         merge_parts(stage / "scored.jsonl", batch, world)
         remove_parts(stage, world)
-
-    def stage(self, path: Path, produce: Callable[[], list[Sample]]) -> list[Sample]:
-        if path.exists():
-            return read_samples(path)
-        samples = produce()
-        write_samples(path, samples)
-        release_memory()
-        return samples
 
     def score(self, samples: list[Sample], stage: Path, checkpoint: Path | None) -> list[Sample]:
         responses = [self.policy.response_for_reward(s, stage) for s in samples]

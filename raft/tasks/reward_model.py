@@ -13,8 +13,7 @@ from raft.infra.distributed import is_rank_zero, wait_for
 from raft.modules.reward_model import pairwise_accuracy
 from raft.rewards.model_files import MINILM_ALIAS, load_backbone, save_reward_model, score_pairs
 from raft.trainer.checks import check_partial
-from raft.trainer.fit import fit_to_completion
-from raft.trainer.new_trainer import new_trainer
+from raft.trainer.fit import fit
 
 METRICS_FILE = "metrics.json"
 
@@ -66,7 +65,7 @@ class RewardModelTask:
         # the curves (loss, accuracy) go to the tracker of the folder above: output_dir appears only once complete
         tracker = self.logger(run_dir=self.output_dir.parent) if self.logger and is_rank_zero() else None
         try:
-            fit_to_completion(new_trainer(tracker.trainer(self.trainer, 0) if tracker else self.trainer), module)
+            fit(tracker.trainer(self.trainer, 0) if tracker else self.trainer, module)
         finally:
             if tracker is not None:
                 tracker.close()

@@ -27,12 +27,13 @@ from raft.infra.resources import (
     bound_heap_growth,
     check_heap_mmap_threshold,
     peak_memory,
+    release_memory,
     reset_peak_memory,
     stage_cost,
 )
 from raft.infra.threads import check_torch_threads, use_torch_threads
 from raft.policies.base import Policy
-from raft.sampling.samples import Sample
+from raft.sampling.samples import Sample, read_samples, write_samples
 from raft.tasks.summary import plot_run, print_before_after
 from raft.trackers.tracking import Tracker
 from raft.trainer.checks import check_partial
@@ -238,6 +239,15 @@ class Runner:
         print_before_after(before, after, history, self.run_dir)
 
     # -- folders -------------------------------------------------------------------------------
+    def stage(self, path: Path, produce: Callable[[], list[Sample]]) -> list[Sample]:
+        """A stage file's samples: read back when an earlier run wrote it, else produced and written atomically."""
+        if path.exists():
+            return read_samples(path)
+        samples = produce()
+        write_samples(path, samples)
+        release_memory()
+        return samples
+
     def stage_dir(self, t: int) -> Path:
         return self.run_dir / f"iter_{t:03d}"
 

@@ -1,4 +1,5 @@
-"""Run a Lightning fit and refuse a result that did not finish; the optimiser rules every fitted module shares.
+"""The one place raft runs a Lightning fit (every stage, method and model: `fit`), refusing a result that did not
+finish; the optimiser rules every fitted module shares.
 
 On SIGTERM (a cluster's pre-emption, `kill`) Lightning stops gracefully and `fit` returns as if done.
 A stage that saved that model would be taken as finished on resume; raising instead lets the stage's
@@ -10,6 +11,8 @@ from __future__ import annotations
 import signal
 
 import torch
+
+from raft.trainer.new_trainer import new_trainer
 
 
 def check_optimiser(a, lr: str = "lr") -> None:
@@ -39,7 +42,10 @@ class TrainingInterrupted(RuntimeError):
     """Training stopped before the end; its partial result must not be saved."""
 
 
-def fit_to_completion(trainer, module) -> None:
+def fit(make_trainer, module, **trainer_kwargs):
+    """Fit `module` with a fresh Trainer from the config's partial (`new_trainer`) to the end, or raise; the
+    fitted Trainer (its strategy gathers sharded weights)."""
+    trainer = new_trainer(make_trainer, **trainer_kwargs)
     try:
         trainer.fit(module)
     except SystemExit:
@@ -59,3 +65,4 @@ def fit_to_completion(trainer, module) -> None:
             "training was stopped before it finished (SIGTERM); nothing was saved for "
             "this stage; run the same command again to resume"
         )
+    return trainer
