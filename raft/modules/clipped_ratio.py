@@ -27,6 +27,7 @@ from raft.modules.loss_aggregation import StepNormaliser, check_loss_type, respo
 from raft.modules.rl.losses import MAX_LOG_RATIO, clipped_surrogate
 from raft.modules.rl.masked import masked_mean
 from raft.modules.sft import SFTModule, pad_batch, response_logits, token_log_probs
+from raft.modules.traits import MethodTraits
 from raft.trainer.fit import finite
 
 
@@ -54,8 +55,7 @@ class Minibatches(Dataset):
 
 class ClippedRatioModule(SFTModule):
     stats_prefix = "ratio_"  # of the statistics in the run's metrics
-    takes_reference = True  # the task binds `reference` (a loader of the initial policy) when kl_coef > 0
-    trains_on_every_sample = False  # True: advantages need the unselected samples too (GRPO, Reinforce-Rej)
+    traits = MethodTraits(takes_reference=True)  # `reference` loads the initial policy when kl_coef > 0
 
     def __init__(
         self,

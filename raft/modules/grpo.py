@@ -15,12 +15,13 @@ import torch
 
 from raft.modules.clipped_ratio import ClippedRatioModule
 from raft.modules.rl.advantages import group_advantages
+from raft.modules.traits import MethodTraits
 
 
 class GRPOModule(ClippedRatioModule):
     stats_prefix = "grpo_"
-    trains_on_every_sample = True  # advantages compare a prompt's K: a selector must keep all of them
-    group_relative = True  # ... so a prompt needs K >= 2
+    # advantages compare a prompt's K (so K >= 2): a selector must keep all of them
+    traits = MethodTraits(trains_on_every_sample=True, group_relative=True, takes_reference=True)
 
     def __init__(self, model, rows: list[dict], pad_id: int, scale_by_std: bool = True, eps: float = 1e-4, **ratio):
         super().__init__(model, rows, pad_id, **ratio)

@@ -25,6 +25,7 @@ from raft.modules.rl.kl_controller import AdaptiveKLController, FixedKLControlle
 from raft.modules.rl.losses import policy_loss, value_loss
 from raft.modules.rl.rewards import kl_shaped_rewards
 from raft.modules.rl.rollouts import Rollouts, position_ids, token_logprobs
+from raft.modules.traits import MethodTraits
 
 log = logging.getLogger("raft")
 
@@ -67,7 +68,7 @@ class PPOModule(pl.LightningModule):
     A Trainer's one epoch (`max_epochs=1`) runs `ppo_epochs` passes of shuffled minibatch updates.
     """
 
-    for_task = "ppo"  # its fit is PPO's update on rollouts: another task's step cannot feed it
+    traits = MethodTraits(for_task="ppo")  # its fit is PPO's update on rollouts: another task's step cannot feed it
 
     def __init__(
         self,

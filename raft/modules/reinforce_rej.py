@@ -15,13 +15,15 @@ import math
 import torch
 
 from raft.modules.clipped_ratio import ClippedRatioModule
+from raft.modules.traits import MethodTraits
 
 ADVANTAGES = ("binary", "raw")
 
 
 class ReinforceRejModule(ClippedRatioModule):
     stats_prefix = "reinforce_rej_"
-    trains_on_every_sample = True  # negatives carry half the signal: a selector must not keep only the best
+    # negatives carry half the signal: a selector must not keep only the best
+    traits = MethodTraits(trains_on_every_sample=True, takes_reference=True)
 
     def __init__(
         self, model, rows: list[dict], pad_id: int, advantage: str = "binary", threshold: float = 1.0, **ratio

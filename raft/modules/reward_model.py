@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from raft.data.preference_pairs import Pair
+from raft.modules.traits import MethodTraits
 from raft.trainer.fit import check_optimiser, finite
 from raft.trainer.sharded_clipping import ShardedClipping
 
@@ -48,7 +49,7 @@ def pairwise_accuracy(r_chosen: torch.Tensor | Sequence[float], r_rejected: torc
 class RewardModelModule(ShardedClipping, pl.LightningModule):
     """Trains `model` (scalar head) on preference pairs; each batch scores chosen and rejected texts together."""
 
-    for_task = "reward_model"  # it learns from preference pairs, not from a policy's samples
+    traits = MethodTraits(for_task="reward_model")  # it learns from preference pairs, not from a policy's samples
 
     def __init__(
         self,

@@ -22,6 +22,7 @@ from raft.infra.atomic import atomic_dir, atomic_write_text, is_complete
 from raft.infra.distributed import global_rank, train_along, wait_for, world_size
 from raft.infra.errors import StageError
 from raft.infra.resources import release_memory, stage_cost
+from raft.modules.traits import module_class, traits_of
 from raft.policies.base import Policy
 from raft.rewards.base import Reward
 from raft.sampling.samples import Sample, read_samples
@@ -63,11 +64,12 @@ class RaftTask(Runner):
 
     def check_method(self) -> None:
         """Parts that cannot work together stop here, before any model loads."""
-        builds = getattr(self.module, "func", self.module)
-        owner = getattr(builds, "for_task", None)
-        if owner is not None:
+        builds, traits = module_class(self.module), traits_of(self.module)
+        name = getattr(builds, "__name__", builds)
+        if traits.for_task is not None:
+            owner = traits.for_task
             raise ValueError(
-                f"module {getattr(builds, '__name__', builds)} belongs to task={owner}: run it with task={owner}, "
+                f"module {name} belongs to task={owner}: run it with task={owner}, "
                 "or pick a module of this task (module=sft, raftpp, reinforce_rej, grpo)"
             )
         cap, new = getattr(self.policy, "max_length", None), getattr(self.sampler, "max_new_tokens", None)
@@ -76,21 +78,21 @@ class RaftTask(Runner):
                 f"sampler.max_new_tokens={new} leaves no room for the prompt within model.max_length={cap} "
                 "(training keeps each row's last max_length tokens): raise model.max_length or lower max_new_tokens"
             )
-        if getattr(builds, "trains_on_every_sample", False) and not isinstance(self.selector, KeepAll):
+        if traits.trains_on_every_sample and not isinstance(self.selector, KeepAll):
             raise ValueError(
-                f"module {getattr(builds, '__name__', builds)} weighs every sample by its advantage (negatives too), "
+                f"module {name} weighs every sample by its advantage (negatives too), "
                 f"but selector {type(self.selector).__name__} keeps only some: use selector=all "
                 "(task=grpo and task=reinforce_rej pick it)"
             )
-        if getattr(builds, "takes_reference", False) and getattr(self.sampler, "generation_kwargs", None):
+        if traits.takes_reference and getattr(self.sampler, "generation_kwargs", None):
             log.warning(
                 "sampler.generation_kwargs %s reshape the sampling distribution: %s's importance ratio is taken "
                 "against the plain policy at temperature %s, not against what sampled",
                 dict(self.sampler.generation_kwargs),
-                getattr(builds, "__name__", builds),
+                name,
                 self.sampler.temperature,
             )
-        compares = self.selector.mixed_prompts_only or self.dynamic_sampling or getattr(builds, "group_relative", False)
+        compares = self.selector.mixed_prompts_only or self.dynamic_sampling or traits.group_relative
         if compares and self.sampler.K < 2:
             raise ValueError(f"sampler.K must be >= 2 to compare a prompt's responses, got {self.sampler.K}")
         if self.dynamic_sampling_max_batches < 1:
@@ -145,7 +147,7 @@ class RaftTask(Runner):
         module = self.module
         if not isinstance(module, functools.partial):
             return module
-        if getattr(module.func, "takes_reference", False):
+        if traits_of(module).takes_reference:
             module = functools.partial(module, reference=self.load_reference)
         if arguments(module, "module").get("optimizer_state") == "run":
             previous = self.checkpoint_dir(t - 1) if t > 0 else None
