@@ -124,3 +124,28 @@ def test_process_peak_is_never_below_a_steps_peak(bench):
     result = {"process_peak_rss_mb": 2236.0, "steps": [{"peak_rss_mb": 2486.0}, {"peak_rss_mb": 2761.0}]}
     assert bench.with_process_peak(result)["process_peak_rss_mb"] == 2761.0
     assert bench.with_process_peak({"process_peak_rss_mb": 5760.0, "steps": []})["process_peak_rss_mb"] == 5760.0
+
+
+def test_across_seeds_gives_each_seed_mean_sd_and_the_difference_from_trl(tmp_path):
+    spec = importlib.util.spec_from_file_location("across_seeds", SCRIPT.with_name("across_seeds.py"))
+    seeds = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(seeds)
+    folders = []
+    for seed, (ours, theirs) in enumerate([(0.5, 0.25), (0.75, 0.5), (1.0, 0.75)]):
+        folder = tmp_path / f"seed{seed}"
+        folder.mkdir()
+        results = [
+            {"method": name, "start_accuracy": 0.25, "steps": [{"step": 1, "accuracy": acc}]}
+            for name, acc in (("grpo_1step", ours), ("trl_grpo", theirs))
+        ]
+        (folder / "results.json").write_text(json.dumps(results))
+        folders.append(folder)
+    data = seeds.curves(folders)
+    assert data["grpo_1step"] == {0: [0.25] * 3, 1: [0.5, 0.75, 1.0]}
+    assert "| grpo_1step | 1 | 3 | 0.500 / 0.750 / 1.000 | 0.750 | 0.250 |" in seeds.table(data)
+    # difference of means 0.25, each mean's standard error 0.25 / sqrt(3): combined 0.204
+    assert seeds.against_trl(data) == [
+        "grpo_1step - trl_grpo: step 0: +0.000 ± 0.000 (inf se); step 1: +0.250 ± 0.204 (1.2 se)"
+    ]
+    seeds.plot(data, tmp_path / "plot.png")
+    assert (tmp_path / "plot.png").stat().st_size > 0
