@@ -145,7 +145,7 @@ def test_across_seeds_gives_each_seed_mean_sd_and_the_difference_from_trl(tmp_pa
     assert "| grpo_1step | 1 | 3 | 0.500 / 0.750 / 1.000 | 0.750 | 0.250 |" in seeds.table(data)
     # difference of means 0.25, each mean's standard error 0.25 / sqrt(3): combined 0.204
     assert seeds.against_trl(data) == [
-        "grpo_1step - trl_grpo: step 0: +0.000 ± 0.000 (inf se); step 1: +0.250 ± 0.204 (1.2 se)"
+        "grpo_1step - trl_grpo: step 0: +0.000 (every seed the same); step 1: +0.250 ± 0.204 (1.2 se)"
     ]
     seeds.plot(data, tmp_path / "plot.png")
     assert (tmp_path / "plot.png").stat().st_size > 0
