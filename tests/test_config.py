@@ -107,7 +107,7 @@ def test_sampler_generation_kwargs_come_from_the_command_line_and_are_checked():
 
 def run_raft(*args, timeout=120):
     return subprocess.run(
-        [sys.executable, "-m", "raft", *args], capture_output=True, text=True, timeout=timeout, cwd=CONF.parent
+        [sys.executable, "-m", "raft", *args], capture_output=True, text=True, timeout=timeout, cwd=CONF.parent.parent
     )
 
 

@@ -24,7 +24,7 @@ from raft.rewards.image.digit_classifier import DigitClassifierReward
 from raft.rewards.image.jpeg import JpegCompressibilityReward
 from raft.sampling.image import DiffusionSampler
 from raft.sampling.samples import read_samples
-from raft.selectors.selection import LocalRanking
+from raft.selection.selectors import LocalRanking
 from raft.tasks.raft import RaftTask
 
 TRAINER = quiet_trainer(max_steps=2, max_epochs=None)
@@ -451,7 +451,7 @@ def test_digit_reward_lowpass_sees_the_native_resolution():
 
 def test_image_filters_read_the_stage_images(tmp_path):
     from raft.sampling.samples import Sample
-    from raft.selectors.filters import DarkBackgroundFilter, InkShareFilter, apply_filters
+    from raft.selection.filters import DarkBackgroundFilter, InkShareFilter, apply_filters
 
     clean = np.zeros((4, 4), dtype=np.uint8)
     clean[1:3, 1:3] = 255  # ink share 4/16 = 0.25, border mean 0

@@ -177,7 +177,7 @@ def _grpo_task(run_dir, iterations, **overrides):
     from raft.evaluation.evaluator import Evaluator
     from raft.rewards.pattern import PatternCount
     from raft.sampling.sampler import Sampler
-    from raft.selectors.selection import KeepAll
+    from raft.selection.selectors import KeepAll
     from raft.tasks.raft import RaftTask
 
     reward = PatternCount(pattern="e")
@@ -233,7 +233,7 @@ def test_grpo_task_writes_a_raft_shaped_run_and_resumes_after_a_kill(tmp_path):
 
 def test_grpo_refuses_a_selector_that_drops_samples_and_single_samples(tmp_path):
     from raft.sampling.sampler import Sampler
-    from raft.selectors.selection import LocalRanking
+    from raft.selection.selectors import LocalRanking
 
     with pytest.raises(ValueError, match="weighs every sample by its advantage .* use selector=all"):
         _grpo_task(tmp_path, 1, selector=LocalRanking())
@@ -245,7 +245,7 @@ def test_raftpp_with_threshold_and_reinforce_rej_in_task_raft(tmp_path):
     from test_loop import PROMPTS as LOOP_PROMPTS
     from test_loop import make_loop
 
-    from raft.selectors.selection import ThresholdSelection
+    from raft.selection.selectors import ThresholdSelection
 
     loop = make_loop(
         tmp_path,
@@ -275,7 +275,7 @@ def test_a_threshold_that_keeps_nothing_passes_the_policy_on(tmp_path):
     from test_loop import make_loop
 
     from raft.infra.atomic import is_complete
-    from raft.selectors.selection import ThresholdSelection
+    from raft.selection.selectors import ThresholdSelection
 
     history = make_loop(tmp_path, iterations=2, selector=ThresholdSelection(threshold=1e9)).run_iterations(LOOP_PROMPTS)
     assert [h["selected_n"] for h in history] == [0, 0]
@@ -290,7 +290,7 @@ def test_the_method_configs_compose_and_build(tmp_path):
     import raft.cli.resolvers  # noqa: F401
     from raft.cli.main import CONFIG_DIR
     from raft.modules.reinforce_rej import ReinforceRejModule
-    from raft.selectors.selection import KeepAll, LocalRanking, ThresholdSelection
+    from raft.selection.selectors import KeepAll, LocalRanking, ThresholdSelection
     from raft.tasks.raft import RaftTask
 
     base = ["model=tiny", f"task.output_dir={tmp_path}"]

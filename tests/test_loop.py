@@ -14,7 +14,7 @@ from raft.policies.causal_lm import CausalLMPolicy
 from raft.rewards.base import Reward
 from raft.sampling.sampler import Sampler
 from raft.sampling.samples import read_samples
-from raft.selectors.selection import GlobalRanking, LocalRanking
+from raft.selection.selectors import GlobalRanking, LocalRanking
 from raft.tasks.raft import RaftTask
 
 PROMPTS = [f"Tell me about topic number {i}" for i in range(6)]

@@ -19,7 +19,7 @@ from raft.policies.causal_lm import CausalLMPolicy
 from raft.rewards.base import Reward
 from raft.sampling.sampler import Sampler
 from raft.sampling.samples import Sample, read_samples
-from raft.selectors.selection import KeepAll, LocalRanking
+from raft.selection.selectors import KeepAll, LocalRanking
 
 pytestmark = pytest.mark.filterwarnings(r"ignore:You are trying to `self.log\(\)`")
 
@@ -288,7 +288,7 @@ def test_the_monitor_reads_what_the_reward_chose_before_a_filter_cleans_it(tmp_p
     from test_loop import make_loop
 
     from raft.evaluation.monitor import METRICS
-    from raft.selectors.filters import RegexFilter
+    from raft.selection.filters import RegexFilter
 
     strip_e = RegexFilter(pattern=r"\S*e\S*", action="strip")  # the reward counts 'e': the filter cuts those words
     history = make_loop(tmp_path, iterations=1, filters=[strip_e]).run_iterations(LOOP_PROMPTS)

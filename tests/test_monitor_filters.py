@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 
 from raft.evaluation.monitor import HackingMonitor, RewardHackingDetected
 from raft.sampling.samples import Sample
-from raft.selectors.filters import CharacterFilter, Deduplicate, LengthFilter, RegexFilter, apply_filters
+from raft.selection.filters import CharacterFilter, Deduplicate, LengthFilter, RegexFilter, apply_filters
 
 CLEAN = ["the cat sat on the mat", "a dog ran to the park", "why is the sky blue today", "birds sing in the morning"]
 SPAM = "great great great great great great"

@@ -98,7 +98,7 @@ def test_your_configs_layer_over_raft_s_from_your_folder(tmp_path):
         check=True,
     ).stdout
     assert "raft.rewards.pattern.PatternCount" in shown and "pattern: '!'" in shown
-    assert "raft.selectors.selection.LocalRanking" in shown  # raft's own groups are still there
+    assert "raft.selection.selectors.LocalRanking" in shown  # raft's own groups are still there
 
 
 @pytest.mark.slow

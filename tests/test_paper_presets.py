@@ -219,12 +219,12 @@ def test_every_table5_row_and_table6_beta_reach_the_parts(twin):
 @pytest.mark.parametrize("twin", ["", "mini/"])
 def test_appendix_variants(twin):
     cfg = compose_with(f"experiment=paper/{twin}global_ranking")
-    assert cfg.selector._target_ == "raft.selectors.selection.GlobalRanking"
+    assert cfg.selector._target_ == "raft.selection.selectors.GlobalRanking"
     assert cfg.sampler.K == 1 and cfg.selector.acceptance_ratio == 0.125
     cfg = compose_with(f"experiment=paper/{twin}reward_hacking_filters", "filters=hashtag_emoji")
     assert [f._target_ for f in cfg.filters] == [
-        "raft.selectors.filters.CharacterFilter",
-        "raft.selectors.filters.RegexFilter",
+        "raft.selection.filters.CharacterFilter",
+        "raft.selection.filters.RegexFilter",
     ]
     cfg = compose_with(f"experiment=paper/{twin}expert_prompting")
     expert = cfg.task.teacher

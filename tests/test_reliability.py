@@ -54,7 +54,7 @@ def test_a_nan_reward_writes_no_stage_file(tmp_path):
 def test_an_empty_selection_stops_before_fine_tuning(tmp_path):
     from test_loop import PROMPTS, make_loop
 
-    from raft.selectors.filters import RegexFilter
+    from raft.selection.filters import RegexFilter
 
     loop = make_loop(tmp_path, iterations=1, filters=[RegexFilter(".*", name="everything")])
     with pytest.raises(

@@ -1,7 +1,7 @@
 import pytest
 
 from raft.sampling.samples import Sample
-from raft.selectors.selection import GlobalRanking, LocalRanking, ThresholdSelection, mixed_prompts, ranking_score
+from raft.selection.selectors import GlobalRanking, LocalRanking, ThresholdSelection, mixed_prompts, ranking_score
 
 
 def s(prompt_idx, sample_idx, reward, logp=None, ref_logp=None, prompt="same prompt"):

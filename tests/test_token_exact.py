@@ -225,7 +225,7 @@ def test_ppo_from_a_lora_sft_checkpoint_keeps_the_sft_weights(tmp_path):
 def test_a_teachers_samples_are_reported_under_its_name_and_trained_as_text(tmp_path):
     """Distillation: the K samples and their rewards are the teacher's; the student never sees its ids."""
     from raft.rewards.base import Reward
-    from raft.selectors.selection import LocalRanking
+    from raft.selection.selectors import LocalRanking
     from raft.tasks.raft import RaftTask
 
     class Length(Reward):
@@ -261,7 +261,7 @@ def test_a_replayed_teachers_capped_response_is_trained_without_an_eos(tmp_path)
     from raft.policies.recorded import RecordedSamples
     from raft.rewards.base import Reward
     from raft.sampling.samples import read_samples, write_samples
-    from raft.selectors.selection import LocalRanking
+    from raft.selection.selectors import LocalRanking
     from raft.tasks.raft import RaftTask
 
     class Constant(Reward):

@@ -21,7 +21,7 @@ from raft.modules.sft import SFTModule
 from raft.policies.causal_lm import CausalLMPolicy
 from raft.rewards.base import Reward
 from raft.sampling.sampler import Sampler
-from raft.selectors.selection import LocalRanking
+from raft.selection.selectors import LocalRanking
 from raft.tasks.raft import RaftTask
 from raft.trackers.tracking import Tracker, read_metrics_csv
 from raft.trackers.wandb_run import WandbRun

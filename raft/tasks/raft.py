@@ -27,8 +27,8 @@ from raft.policies.base import Policy
 from raft.rewards.base import Reward
 from raft.sampling.samples import Sample, read_samples
 from raft.sampling.sharding import merge_parts, read_part, remove_parts, seed_share, share, write_part
-from raft.selectors.filters import apply_filters
-from raft.selectors.selection import KeepAll, Selector, ThresholdSelection, mixed_prompts
+from raft.selection.filters import apply_filters
+from raft.selection.selectors import KeepAll, Selector, ThresholdSelection, mixed_prompts
 from raft.tasks.kl import add_log_probs, kl_estimate, kl_samples
 from raft.tasks.runner import Runner, prompt_batch, seed_stage
 from raft.trainer.checks import arguments, check_partial
