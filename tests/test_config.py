@@ -14,8 +14,11 @@ import raft.cli.resolvers  # noqa: F401
 
 CONF = Path(__file__).resolve().parent.parent / "raft" / "conf"
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name != "hydra")
-OPTIONS = [
-    (g, str(f.relative_to(CONF / g).with_suffix(""))) for g in GROUPS for f in sorted((CONF / g).rglob("*.yaml"))
+OPTIONS = [  # `_name.yaml`: a part other files include (experiment/_seeds), not an option of its own
+    (g, str(f.relative_to(CONF / g).with_suffix("")))
+    for g in GROUPS
+    for f in sorted((CONF / g).rglob("*.yaml"))
+    if not f.name.startswith("_")
 ]
 EXPERIMENTS = [o for g, o in OPTIONS if g == "experiment"]
 
