@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -13,8 +14,11 @@ import raft.cli.resolvers  # noqa: F401
 
 CONF = Path(__file__).resolve().parent.parent / "raft" / "conf"
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name != "hydra")
-OPTIONS = [
-    (g, str(f.relative_to(CONF / g).with_suffix(""))) for g in GROUPS for f in sorted((CONF / g).rglob("*.yaml"))
+OPTIONS = [  # `_name.yaml`: a part other files include (experiment/_seeds), not an option of its own
+    (g, str(f.relative_to(CONF / g).with_suffix("")))
+    for g in GROUPS
+    for f in sorted((CONF / g).rglob("*.yaml"))
+    if not f.name.startswith("_")
 ]
 EXPERIMENTS = [o for g, o in OPTIONS if g == "experiment"]
 
@@ -106,6 +110,7 @@ def test_sampler_generation_kwargs_come_from_the_command_line_and_are_checked():
 
 
 def run_raft(*args, timeout=120):
+    # from the repository root: inside raft/, `python -m` would put raft/selectors before the standard library's
     return subprocess.run(
         [sys.executable, "-m", "raft", *args], capture_output=True, text=True, timeout=timeout, cwd=CONF.parent.parent
     )
@@ -131,6 +136,49 @@ def test_bad_input_gives_one_line_naming_the_field(override, message, tmp_path):
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines == [f"raft: error: {lines[0].removeprefix('raft: error: ')}"] and message in lines[0]
     assert not list(tmp_path.glob("iter_*"))  # nothing ran
+
+
+WRONG_TYPES = [  # typed by raft/cli/schemas.py; before, a run failed with "'<' not supported between ... str and int"
+    ("sampler.K=four", "sampler.K"),
+    ("sampler=paper sampler.temperature=hot", "sampler.temperature"),
+    ("sampler=diffusion sampler.steps=many", "sampler.steps"),
+    ("selector.beta=abc", "selector.beta"),
+    ("selector=global selector.acceptance_ratio=half", "selector.acceptance_ratio"),
+    ("selector=threshold selector.mixed_prompts_only=maybe", "selector.mixed_prompts_only"),
+    ("task.iterations=many", "task.iterations"),
+    ("task.batch_size=x", "task.batch_size"),
+    ("task=grpo task.torch_threads=all", "task.torch_threads"),
+    ("task=ppo task.batch_size=x", "task.batch_size"),
+    ("task=diffusion_raft task.eval_sampler.K=x", "task.eval_sampler.K"),
+    ("task=pipeline task.stages.raft.iterations=many", "task.stages.raft.iterations"),
+]
+
+
+@pytest.mark.parametrize("override, key", WRONG_TYPES)
+def test_a_value_of_the_wrong_type_is_named_when_the_config_composes(override, key):
+    with pytest.raises(ConfigCompositionException) as error:
+        compose_with(*override.split())
+    assert f"full_key: {key}\n" in str(error.value.__cause__)
+
+
+@pytest.mark.parametrize("override, flags", [("sampler.K=four", ["--cfg", "job"]), ("task.iterations=many", [])])
+def test_a_value_of_the_wrong_type_on_the_command_line_names_the_key(override, flags, tmp_path):
+    result = run_raft(override, f"hydra.run.dir={tmp_path}", *flags)
+    key = override.partition("=")[0]
+    assert result.returncode != 0 and f"full_key: {key}\n" in result.stderr, result.stderr[-2000:]
+    assert not list(tmp_path.iterdir())  # nothing ran
+
+
+def test_schemas_type_the_presets_and_keep_interpolations():
+    """The presets compose through the schemas: a sweep's `${row.K}` stays an interpolation in a typed field, and
+    the run settings every iterative task shares come from one schema."""
+    cfg = compose_with("experiment=paper/mini/table5_temperature")
+    assert OmegaConf.to_container(cfg.sampler)["K"] == "${row.K}" and cfg.sampler.K == 8
+    assert OmegaConf.get_type(cfg.sampler).__name__ == "LMSamplerSchema"
+    for task in ("raft", "grpo", "reinforce_rej", "ppo", "diffusion_raft"):
+        run = compose_with(f"task={task}").task
+        assert (run.iterations, run.keep_checkpoints, run.torch_threads) == (4, 1, None), task
+        assert OmegaConf.to_container(run)["seed"] == "${seed}", task
 
 
 def test_rows_without_rejected_are_named(tmp_path):
@@ -180,6 +228,13 @@ def test_a_method_swapped_into_a_preset_builds_its_selector_and_module(experimen
     arithmetic preset's `selector.beta` once stopped `task=grpo`: KeepAll takes no beta)."""
     import importlib
 
+    if experiment == "hh_rlhf_mini" and swap.startswith("task="):
+        # a pipeline preset: task=grpo replaces the pipeline, and its stages are no key of the typed RAFT task (a run
+        # stopped at Runner's unexpected keyword before the task was typed; now the composition names the key)
+        with pytest.raises(ConfigCompositionException) as error:
+            compose_with(f"experiment={experiment}", *swap.split())
+        assert "full_key: task.stages" in str(error.value)
+        return
     cfg = compose_with(f"experiment={experiment}", *swap.split())
     instantiate(cfg.selector)
     path, _, name = cfg.module._target_.rpartition(".")

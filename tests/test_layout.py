@@ -21,7 +21,7 @@ def test_the_top_level_is_folders_only():
 
 
 def test_no_folder_shadows_a_standard_library_module():
-    """`raft/selectors/` once broke `python -m raft` run from inside raft/: the standard library's `selectors`
+    """`raft/selection/` once broke `python -m raft` run from inside raft/: the standard library's `selectors`
     (which subprocess imports) was found there first."""
     clashes = [p.name for p in folders() if p.name in sys.stdlib_module_names]
     assert clashes == []

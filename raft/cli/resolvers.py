@@ -8,6 +8,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+import raft.cli.schemas  # noqa: F401  (registers the config schemas: whatever composes raft's configs imports this)
+
 ASSETS = Path(__file__).resolve().parent.parent / "data" / "assets"
 
 
