@@ -110,7 +110,7 @@ def test_sampler_generation_kwargs_come_from_the_command_line_and_are_checked():
 
 
 def run_raft(*args, timeout=120):
-    # from the repository root: inside raft/, `python -m` would put raft/selectors before the standard library's
+    # from the repository root, as a user runs it
     return subprocess.run(
         [sys.executable, "-m", "raft", *args], capture_output=True, text=True, timeout=timeout, cwd=CONF.parent.parent
     )

@@ -7,7 +7,7 @@ file, the presets and the command line against it: `sampler.K=four` stops with `
 A field with `MISSING` is typed here and valued in the YAML files (the sampler's and selector's values, each
 documented where it is set). `RunnerSchema` and `TextRunnerSchema` also hold their values: the run settings
 every iterative task shares are written here once, and a task file lists only what it adds. Each field matches a
-constructor argument (raft/sampling, raft/selectors, raft/tasks); a schema declares no key a file does not set,
+constructor argument (raft/sampling, raft/selection, raft/tasks); a schema declares no key a file does not set,
 so the composed configs keep their keys."""
 
 from dataclasses import dataclass, field
