@@ -331,3 +331,70 @@ def test_the_kl_samples_are_drawn_from_the_plain_policy_whatever_the_sampler_add
     plain = Sampler(K=2, max_new_tokens=6)
     drawn = [kl_samples(policy, None, None, batch, s, tmp_path, seed=0, t=0) for s in (penalised, plain)]
     assert [s.response_ids for s in drawn[0]] == [s.response_ids for s in drawn[1]]
+
+
+def test_a_grpo_steps_gradient_is_trls_on_the_same_batch(tiny_lm_folder, tmp_path):
+    """raft's GRPO (loss_type dapo, one optimiser step of two micro-batches) and TRL's GRPOTrainer loss, given the
+    same prompts, completions and rewards, give the same gradient: what differs between the two in a benchmark is
+    what they sampled, not how a sample is weighed."""
+    pytest.importorskip("trl")
+    import copy
+
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    rewards, groups = [1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 1.0, 1.0], [0, 0, 0, 0, 1, 1, 1, 1]
+    model, tokenizer, rows = _rows(tiny_lm_folder, rewards, groups, lengths=[1, 9, 2, 6, 3, 5, 1, 4])
+    theirs = copy.deepcopy(model)
+    cuts = [[0, 1, 2, 3], [4, 5, 6, 7]]
+
+    module = GRPOModule(model, rows, tokenizer.pad_token_id, loss_type="dapo", batch_size=4)
+    module.on_train_start()
+    module.normaliser = StepNormaliser([torch.tensor(c) for c in cuts], [response_tokens(r) for r in rows], 2)
+    model.train()
+    for i, cut in enumerate(cuts):
+        (module.training_step(module.collate(torch.tensor(cut)), i) / 2).backward()  # Lightning's division
+
+    config = GRPOConfig(
+        output_dir=str(tmp_path / "trl"),
+        use_cpu=True,
+        report_to=[],
+        per_device_train_batch_size=4,
+        gradient_accumulation_steps=2,
+        num_generations=4,
+        max_completion_length=16,
+        beta=0.0,
+        gradient_checkpointing=False,
+    )
+    trainer = GRPOTrainer(
+        model=theirs,
+        reward_funcs=lambda prompts, completions, **_: [0.0] * len(prompts),
+        args=config,
+        train_dataset=Dataset.from_dict({"prompt": ["unused"] * 8}),
+        processing_class=tokenizer,
+    )
+    trainer.current_gradient_accumulation_steps = 2  # set by Trainer.train, which this test does not run
+    grouped = torch.tensor(rewards).view(2, 4)  # TRL's advantages: (r - mean) / (std + 1e-4) within each group
+    advantages = ((grouped - grouped.mean(1, keepdim=True)) / (grouped.std(1, keepdim=True) + 1e-4)).flatten()
+    pad = tokenizer.pad_token_id
+    prompts = [[i for i, label in zip(r["input_ids"], r["labels"]) if label == -100] for r in rows]
+    completions = [r["input_ids"][len(p) :] for r, p in zip(rows, prompts)]
+    tokens = sum(len(c) for c in completions)
+    theirs.train()
+    for cut in cuts:
+        wide_p, wide_c = max(len(prompts[i]) for i in cut), max(len(completions[i]) for i in cut)
+        inputs = {
+            "prompt_ids": torch.tensor([[pad] * (wide_p - len(prompts[i])) + prompts[i] for i in cut]),
+            "prompt_mask": torch.tensor([[0] * (wide_p - len(prompts[i])) + [1] * len(prompts[i]) for i in cut]),
+            "completion_ids": torch.tensor([completions[i] + [pad] * (wide_c - len(completions[i])) for i in cut]),
+            "completion_mask": torch.tensor(
+                [[1] * len(completions[i]) + [0] * (wide_c - len(completions[i])) for i in cut]
+            ),
+            "advantages": advantages[cut],
+            "num_items_in_batch": torch.tensor(float(tokens)),
+        }
+        trainer._compute_loss(theirs, inputs).backward()
+
+    ours, trls = _grads(model), _grads(theirs)
+    assert torch.nn.functional.cosine_similarity(ours, trls, dim=0) > 0.9999
+    assert torch.allclose(ours.norm(), trls.norm(), rtol=1e-2)
