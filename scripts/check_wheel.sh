@@ -13,8 +13,11 @@ python3 -m venv --system-site-packages "$work/venv"
 raft="$work/venv/bin/raft"
 mkdir "$work/user" && cd "$work/user"
 "$work/venv/bin/python" -c "import raft, sys; sys.exit(not raft.__file__.startswith('$work/venv/'))"
-"$raft" --help | grep -q "experiment: "
-"$raft" --cfg job | grep -q "_target_: raft.tasks.raft.RaftTask"
+# whole outputs first: `grep -q` stops reading at its match, and the writer then dies of a broken pipe (pipefail)
+"$raft" --help > "$work/help.txt"
+grep -q "experiment: " "$work/help.txt"
+"$raft" --cfg job > "$work/job.yaml"
+grep -q "_target_: raft.tasks.raft.RaftTask" "$work/job.yaml"
 small=(model=tiny task.iterations=1 task.batch_size=4 sampler.K=2 sampler.max_new_tokens=8)
 if [[ "${1:-}" == "--quick" ]]; then
   "$raft" "${small[@]}" evaluator.n_prompts=4
