@@ -25,9 +25,9 @@ SMALL_RUN = [
     "trainer.max_epochs=1",
 ]
 
-# The same for an image policy: the digits preset shrunk to a 3-step pixel UNet (pretrained within the run), two
-# iterations of 4 prompts x K = 2 images; `model.pretrained_dir` is set per run folder by the caller.
-SMALL_IMAGE_RUN = [
+# The digits preset shrunk to a 3-step pixel UNet (pretrained within the run) drawing 4 prompts x K = 2 images per
+# iteration; the caller sets `model.pretrained_dir` (and the iterations). Also the image tests' small run.
+TINY_DIGITS = [
     "experiment=digits_alignment",
     "model.base_resolution=8",
     "model.channels=[8,16,16]",
@@ -43,13 +43,14 @@ SMALL_IMAGE_RUN = [
     "data.out_of_domain=[3]",
     "trainer.max_steps=2",
     "trainer.precision=32-true",
-    "task.iterations=2",
     "task.batch_size=4",
-    "task.keep_checkpoints=2",
     "task.eval_sampler.K=2",
     "task.grid_samples=2",
-    "filters=none",  # a 2-step base draws grey noise, which digits_clean drops whole
+    "filters=none",  # a 2-step base draws grey noise, which digits_clean drops whole (an empty stage stops)
 ]
+
+# The same for an image policy: two iterations of TINY_DIGITS, both checkpoints kept.
+SMALL_IMAGE_RUN = [*TINY_DIGITS, "task.iterations=2", "task.keep_checkpoints=2"]
 
 UNTIMED = {"wall_time_s", "training_cost"}
 UNTIMED_PREFIXES = ("seconds_", "peak_rss_mb", "peak_cuda_mb")  # a stage's own time and memory too

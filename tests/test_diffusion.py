@@ -12,6 +12,7 @@ import pytest
 import torch
 from conftest import quiet_trainer
 from PIL import Image
+from run_outcome import TINY_DIGITS
 from safetensors.torch import load_file
 
 from raft.data.image_prompts import ClassNamePrompts, DigitPrompts
@@ -384,30 +385,12 @@ def test_diffusion_task_from_config_writes_table_and_grids(tmp_path, run_dir):
     from raft.cli.main import CONFIG_DIR
 
     overrides = [
-        "experiment=digits_alignment",
+        *TINY_DIGITS,
         f"task.output_dir={run_dir}",
         f"model.pretrained_dir={tmp_path / 'pretrained'}",
-        "model.base_resolution=8",
-        "model.channels=[8,16,16]",
-        "model.pretrain_steps=3",
-        "model.pretrain_batch_size=16",
-        "model.bf16=false",
-        "model.pretrain_trainer.precision=32-true",
-        "sampler.K=2",
-        "sampler.steps=2",
-        "sampler.resolution=8",
-        "sampler.batch_size=8",
-        "data.in_domain=[1,2]",
-        "data.out_of_domain=[3]",
-        "trainer.max_steps=2",
-        "trainer.precision=32-true",
         "trainer.callbacks=[]",
         "+trainer.enable_progress_bar=false",
         "task.iterations=1",
-        "task.batch_size=4",
-        "task.eval_sampler.K=2",
-        "task.grid_samples=2",
-        "filters=none",  # a 3-step base draws grey noise, which digits_clean drops whole (an empty stage stops)
     ]
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
         cfg = compose("config", overrides=overrides)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import quiet_trainer
 from pytorch_lightning import Callback
+from run_outcome import TINY_DIGITS
 from wandb_offline import offline_runs
 
 from raft.modules.sft import SFTModule
@@ -204,31 +205,13 @@ def test_a_digits_run_logs_its_images(tmp_path, run_dir):
     from raft.cli.main import CONFIG_DIR
 
     overrides = [
-        "experiment=digits_alignment",
+        *TINY_DIGITS,
         "logger=wandb",
         f"task.output_dir={run_dir}",
         f"model.pretrained_dir={tmp_path / 'pretrained'}",
-        "model.base_resolution=8",
-        "model.channels=[8,16,16]",
-        "model.pretrain_steps=3",
-        "model.pretrain_batch_size=16",
-        "model.bf16=false",
-        "model.pretrain_trainer.precision=32-true",
-        "sampler.K=2",
-        "sampler.steps=2",
-        "sampler.resolution=8",
-        "sampler.batch_size=8",
-        "data.in_domain=[1,2]",
-        "data.out_of_domain=[3]",
-        "trainer.max_steps=2",
-        "trainer.precision=32-true",
         "trainer.callbacks=[]",
         "+trainer.enable_progress_bar=false",
         "task.iterations=2",
-        "task.batch_size=4",
-        "task.eval_sampler.K=2",
-        "task.grid_samples=2",
-        "filters=none",
     ]
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
         cfg = compose("config", overrides=overrides)

@@ -109,17 +109,19 @@ class PPOTask(Runner):
         """The reward of each response, and its log-probability under the policy and the reference."""
         scores = self.reward([s.prompt for s in samples], [self.policy.response_for_reward(s, stage) for s in samples])
         self.reward.close()
-        rollouts = self.scored_rollouts = self.rollouts(samples, scores)  # the update takes them as they are
+        for s, reward in zip(samples, scores):
+            s.reward = reward
+        rollouts = self.scored_rollouts = self.rollouts(samples)  # the update takes them as they are
         mask = rollouts.response_mask.bool()
-        for s, reward, lp, ref in zip(
-            samples, scores, rollouts.logprobs.where(mask, 0).sum(1), rollouts.ref_logprobs.where(mask, 0).sum(1)
+        for s, lp, ref in zip(
+            samples, rollouts.logprobs.where(mask, 0).sum(1), rollouts.ref_logprobs.where(mask, 0).sum(1)
         ):
-            s.reward, s.logp, s.ref_logp = reward, lp.item(), ref.item()
+            s.logp, s.ref_logp = lp.item(), ref.item()
         return samples
 
-    def rollouts(self, samples: list[Sample], scores: list[float] | None = None):
-        """Old and reference log-probs and values of the sampled tokens, under the trainer's precision."""
-        scores = [s.reward for s in samples] if scores is None else scores
+    def rollouts(self, samples: list[Sample]):
+        """Old and reference log-probs and values of the sampled tokens (scored), under the trainer's precision."""
+        scores = [s.reward for s in samples]
         input_ids, attention_mask, response_mask = token_batch(samples, self.tokenizer.pad_token_id)
         with autocast(self.policy.device, str(self.precision)):
             return self.ppo.score_rollouts(
