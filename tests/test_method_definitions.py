@@ -220,6 +220,21 @@ def test_the_optimiser_carries_over_the_stages_and_resumes_with_the_run(tmp_path
         assert torch.equal(again["state"][key]["exp_avg"], value["exp_avg"])
 
 
+def test_the_optimiser_carries_over_when_hydra_builds_the_module(tmp_path):
+    """Hydra builds `_partial_: true` as its own partial class, which functools.partial does not flatten: the task's
+    bindings (reference, optimiser state folders) must still see `optimizer_state: run` through the wrapping."""
+    from hydra.utils import instantiate
+
+    module = instantiate(
+        {"_target_": "raft.modules.grpo.GRPOModule", "_partial_": True, "lr": 1e-3, "batch_size": 4}
+        | {"scheduler": "constant", "optimizer_state": "run"}
+    )
+    task = _task(tmp_path, module=module)
+    task.run_iterations(task.data.prompts("train"))
+    saved = torch.load(tmp_path / "iter_001" / "checkpoint" / "optimizer_state.pt")["optimizers"][0]["state"]
+    assert {int(s["step"]) for s in saved.values()} == {6}  # two stages of 3 optimiser steps, one Adam
+
+
 def test_a_stage_scoped_optimiser_starts_afresh(tmp_path):
     module = functools.partial(GRPOModule, lr=1e-3, batch_size=4)
     task = _task(tmp_path, module=module)

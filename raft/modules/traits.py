@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from raft.infra.partials import parts
+
 
 @dataclass(frozen=True)
 class MethodTraits:
@@ -17,8 +19,8 @@ class MethodTraits:
 
 
 def module_class(module: Any) -> Any:
-    """The class a module config builds (`_partial_: true` gives a functools.partial of it)."""
-    return getattr(module, "func", module)
+    """The class a module config builds (`_partial_: true` gives a partial of it, which a task may wrap again)."""
+    return parts(module)[0]
 
 
 def traits_of(module: Any) -> MethodTraits:

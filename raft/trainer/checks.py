@@ -12,22 +12,25 @@ import inspect
 from typing import Any, Mapping
 
 from raft.infra.distributed import world_size
+from raft.infra.partials import parts
 from raft.trainer.new_trainer import new_trainer
 
 
 def arguments(partial: functools.partial, field: str) -> Mapping[str, Any]:
-    """The keyword arguments the partial will be called with, defaults filled in; unknown keys raise."""
+    """The keyword arguments the partial (nested ones too) will be called with, defaults filled in; unknown keys
+    raise."""
+    func, args, keywords = parts(partial)
     try:
-        bound = inspect.signature(partial.func).bind_partial(*partial.args, **partial.keywords)
+        bound = inspect.signature(func).bind_partial(*args, **keywords)
     except TypeError as error:
         raise ValueError(f"{field}: {error}") from None
     bound.apply_defaults()
     values = dict(bound.arguments)
-    for name, parameter in inspect.signature(partial.func).parameters.items():
+    for name, parameter in inspect.signature(func).parameters.items():
         if parameter.kind is inspect.Parameter.VAR_KEYWORD:  # `**sft`: the keys go on to a base class
             values.update(values.pop(name, {}))
-    if isinstance(partial.func, type):  # ... whose defaults fill what the subclass does not name
-        for base in partial.func.__mro__[1:]:
+    if isinstance(func, type):  # ... whose defaults fill what the subclass does not name
+        for base in func.__mro__[1:]:
             init = base.__dict__.get("__init__")
             if init is not None and init is not object.__init__:
                 for name, parameter in inspect.signature(init).parameters.items():
@@ -42,10 +45,11 @@ def check_partial(partial: Any, field: str) -> None:
         return  # None, or a ready object: nothing deferred to check
     import pytorch_lightning as pl
 
-    if isinstance(partial.func, type) and issubclass(partial.func, pl.Trainer):
+    func = parts(partial)[0]
+    if isinstance(func, type) and issubclass(func, pl.Trainer):
         return check_trainer(partial, field)
     values = arguments(partial, field)
-    check = getattr(partial.func, "check_arguments", None)
+    check = getattr(func, "check_arguments", None)
     if check is None:
         return
     try:

@@ -14,12 +14,14 @@ from __future__ import annotations
 import copy
 from typing import Any, Callable
 
+from raft.infra.partials import parts
+
 BOUND = ("strategy", "callbacks")  # objects Lightning attaches to one Trainer
 
 
 def bound_copy(make: Callable[..., Any], name: str) -> Any:
     """A fresh copy of what the partial `make` binds as `name` (None when it binds nothing there)."""
-    return copy.deepcopy((getattr(make, "keywords", None) or {}).get(name))
+    return copy.deepcopy(parts(make)[2].get(name))
 
 
 def new_trainer(make: Callable[..., Any], **kwargs: Any) -> Any:
