@@ -266,3 +266,13 @@ def test_gsm8k_qwen_preset_is_verls_setting():
     data = instantiate(cfg.data)  # validates without the hub: the rows are read on first use
     problem = data.prompt(type("P", (), {"question": "Q?"})())
     assert problem == 'Q? Let\'s think step by step and output the final answer after "####".'
+
+
+def test_a_reward_that_is_not_a_reward_class_stops_at_start_naming_its_key():
+    """The evaluator and the loop read `binary` and call `close` on the Reward base class: a plain object there
+    stops when the run is built, naming the key, not minutes in."""
+    from raft.evaluation.evaluator import Evaluator
+    from raft.sampling.sampler import Sampler
+
+    with pytest.raises(ValueError, match="evaluator.reward: dict is not a raft.rewards.base.Reward"):
+        Evaluator(reward={"scale": 1.0}, sampler=Sampler(K=1))

@@ -19,6 +19,7 @@ from raft.evaluation.metrics.diversity import diversity_report
 from raft.infra import strict_json
 from raft.infra.atomic import atomic_write_text
 from raft.infra.locks import file_lock
+from raft.rewards.base import require_reward
 from raft.sampling.samples import Sample, read_samples, write_samples
 
 TEXT_KEYS = ("msttr_100", "distinct_1", "distinct_2", "unique_1", "unique_2", "length")
@@ -35,6 +36,7 @@ class Evaluator:
         seed: int = 0,
         cache_dir: str | None = None,
     ):
+        require_reward(reward, "evaluator.reward")
         if n_prompts is not None and n_prompts < 1:
             raise ValueError(f"evaluator.n_prompts must be >= 1 or null (all), got {n_prompts}")
         if best_of_k < 0:
@@ -80,7 +82,7 @@ class Evaluator:
         samples = self._scored(policy, checkpoint, prompts, 1, out_dir, "eval_samples.jsonl")
         metrics: dict[str, float] = {"reward": _mean([s.reward for s in samples])}
         metrics["ppl"] = float(policy.perplexity(checkpoint, prompts, references)) if references else math.nan
-        if getattr(policy, "modality", "text") == "text":
+        if policy.modality == "text":
             metrics.update(diversity_report([s.response for s in samples]))
         else:  # image responses: text diversity does not apply
             metrics.update({key: math.nan for key in TEXT_KEYS}, n=len(samples))
@@ -90,7 +92,7 @@ class Evaluator:
             for s in many:
                 best[s.prompt_idx] = max(best.get(s.prompt_idx, -math.inf), s.reward)
             metrics["best_of_k_reward"] = _mean(list(best.values()))
-        if getattr(self.reward, "binary", False):  # 0/1 rewards (exact match): accuracy and pass@K
+        if self.reward.binary:  # 0/1 rewards (exact match): accuracy and pass@K
             metrics["accuracy"] = metrics["reward"]  # pass@1: one sample per held-out problem
             if self.best_of_k > 0:
                 metrics["pass_at_k"] = metrics["best_of_k_reward"]  # share solved by any of the K samples
@@ -135,9 +137,7 @@ class Evaluator:
 
     def scores(self, prompts: Sequence[str], responses: Sequence[Any]) -> list[float]:
         scores = self.reward(prompts, responses)
-        close = getattr(self.reward, "close", None)
-        if close is not None:
-            close()  # free the reward model before the policy loads again
+        self.reward.close()  # free the reward model before the policy loads again
         return scores
 
 

@@ -22,6 +22,9 @@ class Policy(ABC):
 
     modality: str = "text"
 
+    def prepare(self) -> None:  # noqa: B027 (a default that does nothing, not an abstract method)
+        """Build what the policy needs before a run's first stage (the digits model pretrains itself)."""
+
     @abstractmethod
     def sample(
         self, checkpoint: Path | None, prompts: Sequence[tuple[int, str]], sampler: Any, out_dir: Path

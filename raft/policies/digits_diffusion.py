@@ -87,6 +87,9 @@ class DigitsDiffusionPolicy(Policy):
         self.pretrain_trainer = pretrain_trainer
 
     # ---- pretraining -------------------------------------------------------------------------------
+    def prepare(self) -> None:
+        self.pretrain()  # before the run: the initial model is this policy's own, trained on the digits
+
     def pretrain(self) -> Path:
         """Train the initial model unless `pretrained_dir` already holds one made with the same settings.
 

@@ -17,6 +17,7 @@ class Reward(ABC):
     """
 
     batch_size: int = 32
+    binary: bool = False  # scores are 0 or 1 (a verifier): the evaluator reports accuracy and pass@K
 
     @abstractmethod
     def score_batch(self, prompts: Sequence[str], responses: Sequence[Any]) -> list[float]:
@@ -33,6 +34,16 @@ class Reward(ABC):
 
     def close(self) -> None:  # noqa: B027 (a default that does nothing, not an abstract method)
         """Free any weights held. Called by the loop when scoring is done."""
+
+
+def require_reward(reward: Any, field: str) -> None:
+    """A reward is a `Reward` (its batching, checks, `binary` and `close` come from the base class): anything else
+    stops here, naming the config key, rather than minutes in."""
+    if not isinstance(reward, Reward):
+        raise ValueError(
+            f"{field}: {type(reward).__name__} is not a raft.rewards.base.Reward; subclass it (score_batch), "
+            "or wrap a plain function with reward=function"
+        )
 
 
 def checked(reward: Reward, scores: Any, expected: int, offset: int = 0) -> list[float]:

@@ -47,8 +47,7 @@ class DiffusionRaftTask(RaftTask):
 
     # -- the image envelope around the runner's iterations --------------------------------------
     def prepare(self) -> None:
-        if hasattr(self.policy, "pretrain"):
-            self.policy.pretrain()  # no-op when its checkpoint folder exists
+        self.policy.prepare()
 
     def evaluate_start(self, prompts, references) -> dict:
         return self.image_evaluator.evaluate(None, self.run_dir / "eval_before")

@@ -21,6 +21,8 @@ from raft.infra.atomic import atomic_dir, atomic_write_text, is_complete
 from raft.infra.resources import release_memory
 from raft.modules.ppo import PPOModule
 from raft.modules.rl.generation import token_batch
+from raft.policies.causal_lm import CausalLMPolicy
+from raft.rewards.base import require_reward
 from raft.sampling.samples import Sample
 from raft.tasks.kl import kl_estimate, kl_samples
 from raft.tasks.runner import Runner, seed_stage
@@ -45,12 +47,13 @@ class PPOTask(Runner):
         **run: Any,  # the runner's: output_dir, data, evaluator, logger, iterations, batch_size, seed, ...
     ):
         require_module(module, PPOModule, "ppo")
-        if getattr(policy, "modality", "text") != "text" or not hasattr(policy, "format_prompt"):
+        if not isinstance(policy, CausalLMPolicy):
             raise ValueError(
                 f"task=ppo needs a causal-LM policy (model=smollm2, tiny, hf_causal_lm), got {type(policy).__name__}"
             )
         if sampler.K != 1:
             raise ValueError(f"sampler.K must be 1 for task=ppo (one rollout per prompt: sampler=ppo), got {sampler.K}")
+        require_reward(reward, "reward")
         check_partial(module, "module")
         check_partial(trainer, "trainer")
         super().__init__(policy=policy, **run)

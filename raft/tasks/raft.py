@@ -24,7 +24,7 @@ from raft.infra.errors import StageError
 from raft.infra.resources import release_memory, stage_cost
 from raft.modules.traits import module_class, traits_of
 from raft.policies.base import Policy
-from raft.rewards.base import Reward
+from raft.rewards.base import Reward, require_reward
 from raft.sampling.samples import Sample, read_samples
 from raft.sampling.sharding import merge_parts, read_part, remove_parts, seed_share, share, write_part
 from raft.selection.filters import apply_filters
@@ -54,6 +54,7 @@ class RaftTask(Runner):
         dynamic_sampling_max_batches: int = 4,
         **run: Any,  # the runner's: output_dir, data, evaluator, logger, iterations, batch_size, seed, ...
     ):
+        require_reward(reward, "reward")
         check_partial(module, "module")
         check_partial(trainer, "trainer")
         super().__init__(policy=policy, **run)
