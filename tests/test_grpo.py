@@ -224,7 +224,7 @@ def test_grpo_task_writes_a_raft_shaped_run_and_resumes_after_a_kill(tmp_path):
     assert {"policy_reward", "best_of_k_reward", "kl", "eval_reward", "peak_rss_mb", "seconds_training"} <= set(second)
     assert second["selected_n"] == 12  # GRPO trains on every sample
     assert {"grpo_clip_fraction", "grpo_approx_kl", "grpo_kl_penalty", "grpo_mean_abs_advantage"} <= set(first)
-    assert first["grpo_steps"] == 2 * 3  # 2 epochs x 12 samples / minibatch 4
+    assert first["grpo_micro_batches"] == first["grpo_optimizer_steps"] == 2 * 3  # 2 epochs x 12 samples / 4
     assert 0.0 <= first["grpo_zero_variance_groups"] <= 1.0
     assert (tmp_path / "iter_001" / "checkpoint" / "config.json").exists()
     assert not (tmp_path / "iter_000" / "checkpoint").exists()  # keep_checkpoints = 1
@@ -266,7 +266,7 @@ def test_raftpp_with_threshold_and_reinforce_rej_in_task_raft(tmp_path):
     filtered = json.loads((tmp_path / "iter_000" / "filtered.json").read_text())
     assert filtered["uniform_groups"] == len(by_prompt) - len(mixed)
     assert history[0]["filtered_uniform_groups"] == filtered["uniform_groups"]
-    assert selected and history[0]["raftpp_steps"] == -(-len(selected) // 4)  # ceil(kept / 4): one epoch
+    assert selected and history[0]["raftpp_optimizer_steps"] == -(-len(selected) // 4)  # ceil(kept / 4): one epoch
     assert history[0]["raftpp_clip_fraction"] >= 0.0 and history[0]["selected_n"] == len(selected)
 
 

@@ -235,6 +235,14 @@ def test_the_optimiser_carries_over_when_hydra_builds_the_module(tmp_path):
     assert {int(s["step"]) for s in saved.values()} == {6}  # two stages of 3 optimiser steps, one Adam
 
 
+def test_the_statistics_count_optimiser_steps_apart_from_micro_batches(tmp_path):
+    """12 samples in minibatches of 4, accumulated 3 at a time: 3 micro-batches make one optimiser step."""
+    task = _task(tmp_path, iterations=1, trainer=quiet_trainer(max_epochs=1, accumulate_grad_batches=3))
+    task.run_iterations(task.data.prompts("train"))
+    metrics = json.loads((tmp_path / "iter_000" / "metrics.json").read_text())
+    assert (metrics["grpo_micro_batches"], metrics["grpo_optimizer_steps"]) == (3, 1)
+
+
 def test_a_stage_scoped_optimiser_starts_afresh(tmp_path):
     module = functools.partial(GRPOModule, lr=1e-3, batch_size=4)
     task = _task(tmp_path, module=module)

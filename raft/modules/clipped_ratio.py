@@ -89,7 +89,8 @@ class ClippedRatioModule(SFTModule):
         self.row_advantages: torch.Tensor | None = None  # set when the fit starts
         self.old_logprobs: list[torch.Tensor] = []  # per row, aligned with its input_ids (0 off the response)
         self.ref_logprobs: list[torch.Tensor] = []  # the same under the reference, when kl_coef > 0
-        self.step_stats: list[dict[str, float]] = []
+        self.step_stats: list[dict[str, float]] = []  # one per micro-batch
+        self.optimizer_steps = 0
         self.normaliser: StepNormaliser | None = None  # the current epoch's, set when it starts
 
     # -- what a subclass decides ---------------------------------------------------------------
@@ -185,11 +186,16 @@ class ClippedRatioModule(SFTModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=len(index))
         return finite(loss, self)
 
+    def on_before_optimizer_step(self, optimizer) -> None:
+        self.optimizer_steps += 1
+
     def training_stats(self) -> dict[str, float]:
-        """Means over the fit's optimiser steps (the stage saves them as training_stats.json)."""
+        """Means over the fit's micro-batches, and how many micro-batches and optimiser steps it took (the stage
+        saves them as training_stats.json)."""
         keys = self.step_stats[0] if self.step_stats else {}
         stats = {k: sum(s[k] for s in self.step_stats) / len(self.step_stats) for k in keys}
-        return {f"{self.stats_prefix}{k}": v for k, v in {**stats, "steps": len(self.step_stats)}.items()}
+        counts = {"micro_batches": len(self.step_stats), "optimizer_steps": self.optimizer_steps}
+        return {f"{self.stats_prefix}{k}": v for k, v in {**stats, **counts}.items()}
 
 
 def k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
