@@ -14,6 +14,7 @@ from PIL import Image
 from raft.evaluation.evaluator import Evaluator
 from raft.infra import strict_json
 from raft.infra.atomic import atomic_dir, atomic_write_text
+from raft.rewards.pattern import PatternCount
 from raft.sampling.images import save_png
 from raft.trackers.tracking import Tracker, read_metrics_csv
 
@@ -51,12 +52,8 @@ def strict_loads(text: str):
     return json.loads(text, parse_constant=reject)
 
 
-def count_letters(prompts, responses):
-    return [float(r.count("e")) for r in responses]
-
-
 def test_json_files_hold_null_for_non_finite_numbers_and_raft_reads_them_back_as_nan(tmp_path):
-    evaluator = Evaluator(reward=count_letters, sampler=None)
+    evaluator = Evaluator(reward=PatternCount(pattern="e"), sampler=None)
     written = evaluator.evaluate_responses(["a", "b"], ["hello", "there"], tmp_path / "eval")  # no perplexity: NaN
     assert math.isnan(written["ppl"])
     assert strict_loads((tmp_path / "eval" / "eval_metrics.json").read_text())["ppl"] is None
