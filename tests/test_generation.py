@@ -239,3 +239,17 @@ def test_generation_kwargs_are_frozen_hashable_and_recorded_as_a_mapping():
         assert copied == sampler.generation_kwargs
     recorded = json.loads(json.dumps(dataclasses.asdict(sampler)))["generation_kwargs"]
     assert recorded == {"repetition_penalty": 1.1, "suppress_tokens": [3, 4]}
+
+
+def test_the_kv_cache_goes_in_under_the_name_the_models_forward_takes():
+    """transformers releases that vLLM pins take `past_key_values`; newer ones take `cache`. An unknown keyword would
+    vanish into **kwargs and leave the prompt's cache empty, so the name is read from the forward's signature."""
+    from raft.sampling.generation import cache_keyword
+
+    class Older(torch.nn.Module):
+        def forward(self, input_ids, attention_mask=None, past_key_values=None, use_cache=None, **kwargs): ...
+
+    class Newer(torch.nn.Module):
+        def forward(self, input_ids, attention_mask=None, cache=None, use_cache=None, **kwargs): ...
+
+    assert (cache_keyword(Older()), cache_keyword(Newer())) == ("past_key_values", "cache")

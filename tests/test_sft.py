@@ -108,6 +108,7 @@ def test_a_finished_stage_leaves_no_model_alive(tiny_lm_folder, tmp_path):
     from hydra.utils import instantiate
     from transformers import LlamaForCausalLM
 
+    import raft.cli.resolvers  # noqa: F401  (raft's resolvers and config schemas, as the command line registers them)
     from raft.modules.sft import SFTModule
     from raft.trackers.tracking import Tracker
 

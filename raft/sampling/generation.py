@@ -14,6 +14,7 @@ while it samples (`without_model_defaults`). `sampler.generation_kwargs` asks fo
 
 from __future__ import annotations
 
+import inspect
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -139,6 +140,13 @@ class StopOnStrings(StoppingCriteria):
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
+def cache_keyword(model) -> str:
+    """The name a model's forward takes its KV cache by: `cache` in recent transformers, `past_key_values` in the
+    releases vLLM pins. Read from the signature: an unknown keyword would be swallowed by **kwargs, unused."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
+
+
 def _position_ids(mask: torch.Tensor) -> torch.Tensor:
     return (mask.long().cumsum(-1) - 1).clamp(min=0)
 
@@ -197,6 +205,7 @@ def sample_k(
     K, per_call = sampler.K, sampler.prompts_per_call
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
     settings = generation_config(sampler, pad_id, stop_ids)
+    cache_name = cache_keyword(model)
 
     def decode(ids):
         return tokenizer.decode(ids, skip_special_tokens=True)
@@ -211,8 +220,8 @@ def sample_k(
                 input_ids=ids[:, :-1],
                 attention_mask=mask[:, :-1],
                 position_ids=_position_ids(mask[:, :-1]),
-                cache=cache,
                 use_cache=True,
+                **{cache_name: cache},
                 logits_to_keep=1,
             )
             cache.batch_repeat_interleave(K)
@@ -221,7 +230,7 @@ def sample_k(
             generated = model.generate(
                 input_ids=ids.repeat_interleave(K, 0),
                 attention_mask=mask.repeat_interleave(K, 0),
-                cache=cache if ids.shape[1] > 1 else None,
+                **{cache_name: cache if ids.shape[1] > 1 else None},
                 stopping_criteria=stopping,
                 generation_config=settings,
             )
