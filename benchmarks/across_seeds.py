@@ -2,7 +2,8 @@
 
 For each method and step it prints every seed's accuracy, their mean and standard deviation, and for each raft method
 the difference of its mean from TRL's with the seed noise of that difference (the two means' standard errors
-combined); it writes `accuracy_across_seeds.png` (mean and one standard deviation) into `--out`.
+combined), and the same difference paired seed by seed; it writes `accuracy_across_seeds.png` (mean and one standard
+deviation) into `--out`.
 
     python benchmarks/across_seeds.py outputs/benchmarks/grpo_seeds/seed0 outputs/benchmarks/grpo_seeds/seed1 ... \
         --out outputs/benchmarks/grpo_seeds
@@ -65,6 +66,33 @@ def against_trl(data: dict[str, dict[int, list[float]]]) -> list[str]:
     return lines
 
 
+def paired_against_trl(folders: list[Path]) -> list[str]:
+    """Each raft method's accuracy minus TRL's on the same seed (same start, same held-out draws), per step: the mean
+    of those differences and its standard error over the seeds where both ran. Seeds start from different accuracies
+    (the evaluation's draws follow the seed), which the unpaired comparison counts as noise and this one removes."""
+    per_seed: dict[str, dict[int, list[float]]] = {}
+    for folder in folders:
+        results = {r["method"]: r for r in json.loads((folder / "results.json").read_text())}
+        trl = results.get("trl_grpo")
+        if trl is None:
+            continue
+        theirs = {s["step"]: s["accuracy"] for s in trl["steps"]}
+        for method, result in results.items():
+            if method == "trl_grpo":
+                continue
+            for s in result["steps"]:
+                if s["step"] in theirs and s["accuracy"] is not None and theirs[s["step"]] is not None:
+                    per_seed.setdefault(method, {}).setdefault(s["step"], []).append(s["accuracy"] - theirs[s["step"]])
+    lines = []
+    for method, steps in per_seed.items():
+        parts = []
+        for step, diffs in sorted(steps.items()):
+            se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else float("nan")
+            parts.append(f"step {step}: {statistics.mean(diffs):+.3f} ± {se:.3f} ({len(diffs)} seeds)")
+        lines.append(f"{method} - trl_grpo, paired by seed: " + "; ".join(parts))
+    return lines
+
+
 def plot(data: dict[str, dict[int, list[float]]], path: Path) -> None:
     import matplotlib
 
@@ -95,7 +123,7 @@ def main() -> None:
     args = parser.parse_args()
     data = curves(args.folders)
     print(table(data))
-    for line in against_trl(data):
+    for line in against_trl(data) + paired_against_trl(args.folders):
         print(line)
     args.out.mkdir(parents=True, exist_ok=True)
     plot(data, args.out / "accuracy_across_seeds.png")

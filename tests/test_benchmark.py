@@ -147,5 +147,9 @@ def test_across_seeds_gives_each_seed_mean_sd_and_the_difference_from_trl(tmp_pa
     assert seeds.against_trl(data) == [
         "grpo_1step - trl_grpo: step 0: +0.000 (every seed the same); step 1: +0.250 ± 0.204 (1.2 se)"
     ]
+    # paired by seed: every seed's difference is 0.25, so no spread
+    assert seeds.paired_against_trl(folders) == [
+        "grpo_1step - trl_grpo, paired by seed: step 1: +0.250 ± 0.000 (3 seeds)"
+    ]
     seeds.plot(data, tmp_path / "plot.png")
     assert (tmp_path / "plot.png").stat().st_size > 0
