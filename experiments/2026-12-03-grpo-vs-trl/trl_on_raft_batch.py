@@ -1,7 +1,7 @@
 """Issue #25's next check, not yet run to its end: TRL's GRPOTrainer takes its one optimiser step on raft's stage-0
 batch (its generation replaced by raft's samples); the result is compared with raft's own update on the same batch
 (first_step_check.py's scratch folder) and both are evaluated by raft's evaluator. On 2026-12-03 the step had not
-finished after 80 minutes on the shared 2-core CPU (one thread, TRL's activation checkpointing) and was stopped.
+finished after 80 minutes on the shared 2-core CPU (one thread), nor after 25 minutes on the idle one (two threads).
 
     PYTHONPATH=. python experiments/2026-12-03-grpo-vs-trl/trl_on_raft_batch.py <run>/iter_000 <raft update> <out>
 """
