@@ -7,7 +7,6 @@ dialogues, ~600 tokens) and a 49k vocabulary, full-sequence fp32 logits were mos
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -15,6 +14,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
+from raft.infra.forward import forward_takes
 from raft.trainer import optimizer_state
 from raft.trainer.fit import check_optimiser, finite
 from raft.trainer.sharded_clipping import ShardedClipping
@@ -49,12 +49,6 @@ def pad_batch(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
 
-def takes_logits_to_keep(model) -> bool:
-    """Whether the model's forward can skip positions' logits (a PEFT wrapper forwards it to its base model)."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "logits_to_keep" in inspect.signature(inner.forward).parameters
-
-
 def response_logits(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits, labels) over the batch's response window only: logits[:, j] predicts labels[:, j + 1].
 
@@ -64,7 +58,7 @@ def response_logits(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor
     ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
     labelled = (labels != IGNORE).any(dim=0).nonzero()
     start = max(0, int(labelled[0]) - 1) if len(labelled) else ids.shape[1] - 1
-    kwargs = {"logits_to_keep": ids.shape[1] - start} if takes_logits_to_keep(model) else {}
+    kwargs = {"logits_to_keep": ids.shape[1] - start} if forward_takes(model, "logits_to_keep") else {}
     positions = (mask.long().cumsum(-1) - 1).clamp(min=0)  # left padding: count from each row's first token
     logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, **kwargs).logits
     return logits, labels[:, ids.shape[1] - logits.shape[1] :]

@@ -14,7 +14,6 @@ while it samples (`without_model_defaults`). `sampler.generation_kwargs` asks fo
 
 from __future__ import annotations
 
-import inspect
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -24,6 +23,7 @@ from tqdm.auto import tqdm
 from transformers import StoppingCriteria
 
 from raft.infra import progress
+from raft.infra.forward import forward_takes
 from raft.sampling.sampler import Sampler
 from raft.sampling.tokens import first_stop
 
@@ -142,9 +142,8 @@ class StopOnStrings(StoppingCriteria):
 
 def cache_keyword(model) -> str:
     """The name a model's forward takes its KV cache by: `cache` in recent transformers, `past_key_values` in the
-    releases vLLM pins. Read from the signature: an unknown keyword would be swallowed by **kwargs, unused."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
+    releases vLLM pins."""
+    return "cache" if forward_takes(model, "cache") else "past_key_values"
 
 
 def _position_ids(mask: torch.Tensor) -> torch.Tensor:

@@ -46,9 +46,6 @@ class DiffusionRaftTask(RaftTask):
         self.eval_sampler, self.grid_prompts, self.grid_samples = eval_sampler, grid_prompts, grid_samples
 
     # -- the image envelope around the runner's iterations --------------------------------------
-    def prepare(self) -> None:
-        self.policy.prepare()
-
     def evaluate_start(self, prompts, references) -> dict:
         return self.image_evaluator.evaluate(None, self.run_dir / "eval_before")
 

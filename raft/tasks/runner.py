@@ -210,7 +210,8 @@ class Runner:
 
     # -- the before/after envelope (held-out prompts; the image task replaces it) --------------
     def prepare(self) -> None:
-        """Anything a task needs before the first evaluation (the image task pretrains its model)."""
+        """What the policy builds before the first evaluation (the digits model pretrains itself)."""
+        self.policy.prepare()
 
     def held_out(self) -> tuple[list[str], list[str] | None]:
         if self.evaluator is None:

@@ -87,7 +87,7 @@ def check_trainer(partial: functools.partial, field: str) -> None:
 
 def require_module(module: Any, cls: type, task: str) -> None:
     """A task that works with its own Lightning module only (task=ppo: module=ppo) says so at start-up."""
-    builds = getattr(module, "func", module)
+    builds = parts(module)[0]
     if not (isinstance(builds, type) and issubclass(builds, cls)):
         raise ValueError(
             f"task={task} needs module={task} ({cls.__module__}.{cls.__name__}), "
